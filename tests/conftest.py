@@ -1,0 +1,78 @@
+"""Fixtures that start real ZooKeeper, PostgreSQL + repmgr, HAProxy and PgBouncer, then stop them."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import procs
+from tests.harness.postgres import PgCluster
+from tests.harness.proxies import HAProxy, PgBouncer
+from tests.harness.zookeeper import ZkEnsemble
+
+
+@pytest.fixture
+def zk() -> Iterator[ZkEnsemble]:
+    """A standalone ZooKeeper server."""
+    ensemble = ZkEnsemble(1)
+    try:
+        yield ensemble.start()
+    finally:
+        ensemble.stop()
+
+
+@pytest.fixture
+def zk3() -> Iterator[ZkEnsemble]:
+    """A 3-server ZooKeeper ensemble whose servers the test may stop, kill or freeze."""
+    ensemble = ZkEnsemble(3)
+    try:
+        yield ensemble.start()
+    finally:
+        ensemble.stop()
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[PgCluster]:
+    """Primary node1 and standbys node2, node3 with repmgrd in automatic-failover mode."""
+    cluster = PgCluster(3)
+    try:
+        cluster.create()
+        cluster.start_repmgrd()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def haproxy() -> Iterator[HAProxy]:
+    proxy = HAProxy()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def pgbouncer() -> Iterator[PgBouncer]:
+    bouncer = PgBouncer()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """Fail the run if any process or listening port the harness started outlives the suite."""
+    yield
+    alive = [p for p in procs.STARTED if p.alive()]
+    ports = sorted(p for p in procs.PORTS if procs.listening(p))
+    for proc in alive:
+        proc.kill()
+    if not alive and not ports:
+        for path in procs.DIRS:
+            shutil.rmtree(path, ignore_errors=True)
+    assert not alive, f"processes outlived the suite: {[p.name for p in alive]}"
+    assert not ports, f"ports still listening after the suite: {ports}"

@@ -1,0 +1,332 @@
+"""A PostgreSQL 15 + repmgr 5.3 cluster (one primary, streaming standbys, repmgrd) on 127.0.0.1.
+
+Under root every PostgreSQL and repmgr command runs as the `postgres` user, in directories
+it owns. Nodes are started with pg_ctl, as repmgr itself does when a standby follows.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from tests.harness.procs import (
+    Proc,
+    as_service_user,
+    free_port,
+    run_service,
+    service_dir,
+    service_env,
+    signal_tree,
+    wait_until,
+    write_service_file,
+)
+
+BINDIR = Path("/usr/lib/postgresql/15/bin")
+REPMGR = str(BINDIR / "repmgr")
+#: The password of the `agrajag` role the INSERT check logs in with (scram over TCP).
+CHECK_USER = "agrajag"
+CHECK_PASSWORD = "agrajag-test-secret"
+
+HBA = f"""\
+host    all          {CHECK_USER}  127.0.0.1/32  scram-sha-256
+local   all          all                         trust
+host    all          all           127.0.0.1/32  trust
+local   replication  all                         trust
+host    replication  all           127.0.0.1/32  trust
+"""
+
+
+@dataclass
+class PgNode:
+    """One PostgreSQL instance with its repmgr.conf and, once started, its repmgrd."""
+
+    cluster: PgCluster
+    node_id: int
+    port: int = field(default_factory=free_port)
+    repmgrd: Proc | None = None
+
+    @property
+    def name(self) -> str:
+        return f"node{self.node_id}"
+
+    @property
+    def dir(self) -> Path:
+        return self.cluster.base / self.name
+
+    @property
+    def datadir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def repmgr_conf(self) -> Path:
+        return self.dir / "repmgr.conf"
+
+    @property
+    def conninfo(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user=repmgr dbname=repmgr connect_timeout=2"
+
+    def write_repmgr_conf(self) -> None:
+        conf = self.repmgr_conf
+        settings = {
+            "node_id": str(self.node_id),
+            "node_name": f"'{self.name}'",
+            "conninfo": f"'{self.conninfo}'",
+            "data_directory": f"'{self.datadir}'",
+            "pg_bindir": f"'{BINDIR}'",
+            "pg_ctl_options": f"'-l {self.dir / 'postgresql.log'}'",
+            "failover": "automatic",
+            "promote_command": f"'{REPMGR} standby promote -f {conf} --log-to-file'",
+            "follow_command": (
+                f"'{REPMGR} standby follow -f {conf} --log-to-file --upstream-node-id=%n'"
+            ),
+            "monitor_interval_secs": "1",
+            "reconnect_attempts": "2",
+            "reconnect_interval": "1",
+            "log_level": "INFO",
+            "log_file": f"'{self.dir / 'repmgrd.log'}'",
+            "repmgrd_pid_file": f"'{self.dir / 'repmgrd.pid'}'",
+            "priority": str(100 - self.node_id),
+        }
+        if self.cluster.event_command:
+            settings["event_notification_command"] = f"'{self.cluster.event_command}'"
+        text = "".join(f"{key}={value}\n" for key, value in settings.items())
+        write_service_file(conf, text)
+
+    def pg_ctl(self, *args: str, timeout: float = 60) -> str:
+        return run_service(
+            [str(BINDIR / "pg_ctl"), "-D", str(self.datadir), *args], self.dir, timeout=timeout
+        )
+
+    def start(self) -> None:
+        """Start PostgreSQL as it is on disk (a stopped old primary comes back as a primary)."""
+        self.pg_ctl("-l", str(self.dir / "postgresql.log"), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running():
+            self.pg_ctl("-m", mode, "-w", "stop")
+
+    def crash(self) -> None:
+        """Stop like a power cut: `pg_ctl -m immediate`."""
+        self.stop("immediate")
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.datadir / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError, PermissionError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"postgres" in f.read()
+        except FileNotFoundError:
+            return False
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster and every backend: the node hangs, its port stays open."""
+        pid = self.postmaster_pid()
+        assert pid, f"{self.name} is not running"
+        signal_tree(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        pid = self.postmaster_pid()
+        if pid:
+            signal_tree(pid, signal.SIGCONT)
+
+    def connect(self, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.conninfo, autocommit=True, **kwargs)  # type: ignore[arg-type]
+
+    def sql(self, query: str) -> list[tuple[object, ...]]:
+        with self.connect() as conn:
+            cur = conn.execute(query)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def in_recovery(self) -> bool:
+        return bool(self.sql("SELECT pg_is_in_recovery()")[0][0])
+
+    def timeline(self) -> int:
+        """The timeline a primary writes on (pg_control's copy lags until the next checkpoint)."""
+        walfile = self.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+        return int(str(walfile)[:8], 16)
+
+    def repmgr(self, *args: str, timeout: float = 120) -> str:
+        return run_service([REPMGR, "-f", str(self.repmgr_conf), *args], self.dir, timeout=timeout)
+
+    def start_repmgrd(self) -> None:
+        self.repmgrd = Proc(
+            f"repmgrd-{self.name}",
+            [str(BINDIR / "repmgrd"), "-f", str(self.repmgr_conf), "--daemonize=false"],
+            log=self.dir / "repmgrd.stdout",
+            cwd=self.dir,
+            env=service_env(self.dir),
+            service=True,
+        )
+        write_service_file(self.dir / "repmgrd.stdout", "")
+        self.repmgrd.start()
+
+    def stop_repmgrd(self) -> None:
+        if self.repmgrd:
+            self.repmgrd.stop()
+
+
+class PgCluster:
+    """A primary and `size - 1` standbys registered with repmgr, repmgrd optional."""
+
+    def __init__(self, size: int = 3, event_command: str | None = None):
+        self.base = service_dir("pg")
+        self.event_command = event_command
+        self.nodes = [PgNode(self, i) for i in range(1, size + 1)]
+
+    def node(self, name: str) -> PgNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def create(self) -> PgCluster:
+        primary, *standbys = self.nodes
+        for node in self.nodes:
+            run_service(["mkdir", "-p", str(node.dir)], self.base)
+            node.write_repmgr_conf()
+        run_service(
+            [
+                str(BINDIR / "initdb"),
+                "-D",
+                str(primary.datadir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            primary.dir,
+        )
+        conf = primary.datadir / "postgresql.conf"
+        extra = "\n".join(
+            [
+                "listen_addresses = '127.0.0.1'",
+                f"port = {primary.port}",
+                f"unix_socket_directories = '{self.base}'",
+                "shared_preload_libraries = 'repmgr'",
+                "wal_level = replica",
+                "max_wal_senders = 10",
+                "max_replication_slots = 10",
+                "hot_standby = on",
+                "wal_log_hints = on",
+                "fsync = off",
+                "full_page_writes = on",
+                "max_connections = 100",
+                "",
+            ]
+        )
+        write_service_file(conf, conf.read_text() + extra)
+        write_service_file(primary.datadir / "pg_hba.conf", HBA)
+        primary.start()
+        psql = [
+            str(BINDIR / "psql"),
+            "-h",
+            str(self.base),
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+        ]
+        run_service([*psql, "-c", "CREATE USER repmgr SUPERUSER REPLICATION"], self.base)
+        run_service([*psql, "-c", "CREATE DATABASE repmgr OWNER repmgr"], self.base)
+        run_service(
+            [*psql, "-c", f"CREATE USER {CHECK_USER} PASSWORD '{CHECK_PASSWORD}'"], self.base
+        )
+        primary.repmgr("primary", "register")
+        for node in standbys:
+            node.repmgr(
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(primary.port),
+                "-U",
+                "repmgr",
+                "-d",
+                "repmgr",
+                "standby",
+                "clone",
+                "--fast-checkpoint",
+            )
+            conf = node.datadir / "postgresql.conf"
+            write_service_file(conf, conf.read_text() + f"port = {node.port}\n")
+            node.start()
+            node.repmgr("standby", "register", "--wait-sync=30")
+        return self
+
+    def start_repmgrd(self) -> None:
+        for node in self.nodes:
+            node.start_repmgrd()
+        for node in self.nodes:
+            wait_until(
+                lambda n=node: "monitoring" in _read(n.dir / "repmgrd.log"),
+                timeout=30,
+                what=f"repmgrd on {node.name} to start monitoring",
+            )
+
+    def cluster_show(self, node: PgNode, *args: str) -> str:
+        """`repmgr cluster show` as seen from `node` (exit 25 with warnings is normal)."""
+        proc = subprocess.run(
+            [REPMGR, "-f", str(node.repmgr_conf), "cluster", "show", *args],
+            cwd=node.dir,
+            env=service_env(node.dir),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            **as_service_user(),  # type: ignore[arg-type]
+        )
+        assert proc.returncode in (0, 25), proc.stderr
+        return proc.stdout
+
+    def writable(self) -> list[PgNode]:
+        """The nodes that run and are not in recovery right now."""
+        result = []
+        for node in self.nodes:
+            try:
+                if node.running() and not node.in_recovery():
+                    result.append(node)
+            except psycopg.Error:
+                continue
+        return result
+
+    def wait_promotion(self, old: PgNode, timeout: float = 60) -> PgNode:
+        """Wait until a node other than `old` is a writable primary; return it."""
+        return wait_until(
+            lambda: next((n for n in self.writable() if n is not old), None),
+            timeout=timeout,
+            what=f"a standby to be promoted after {old.name}",
+            interval=0.02,
+        )
+
+    def destroy(self) -> None:
+        for node in self.nodes:
+            node.resume()
+            node.stop_repmgrd()
+        for node in self.nodes:
+            try:
+                node.stop("immediate")
+            except RuntimeError:
+                pid = node.postmaster_pid()
+                if pid:
+                    signal_tree(pid, signal.SIGKILL)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,209 @@
+"""Start, signal and reap the real processes the tests depend on, and remember them all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+
+T = TypeVar("T")
+
+IS_ROOT = os.geteuid() == 0
+#: PostgreSQL and PgBouncer refuse to run as root: under root they run as this user.
+SERVICE_USER = "postgres" if IS_ROOT else None
+
+#: Every process and port the harness started or handed out, for the end-of-session leak check.
+STARTED: list[Proc] = []
+PORTS: set[int] = set()
+DIRS: list[Path] = []
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on now and that this session has not handed out."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in PORTS:
+            PORTS.add(port)
+            return port
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def service_dir(prefix: str) -> Path:
+    """A fresh directory the service user owns and can reach (pytest's tmp dirs are 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix=f"agrajag-{prefix}-"))
+    path.chmod(0o755)
+    if SERVICE_USER:
+        pw = pwd.getpwnam(SERVICE_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    DIRS.append(path)
+    return path
+
+
+def as_service_user() -> dict[str, object]:
+    """Popen keywords that run a command as the service user when we are root."""
+    if not SERVICE_USER:
+        return {}
+    return {"user": SERVICE_USER, "group": SERVICE_USER, "extra_groups": []}
+
+
+def service_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HOME"] = str(home)
+    env["LC_ALL"] = "C.UTF-8"
+    return env
+
+
+def run_service(argv: Sequence[str], home: Path, timeout: float = 120) -> str:
+    """Run a command to completion as the service user; its output on failure is in the error."""
+    proc = subprocess.run(
+        list(argv),
+        cwd=home,
+        env=service_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **as_service_user(),  # type: ignore[arg-type]
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc.stdout
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll check() until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # a service that is still starting refuses connections
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})"
+            )
+        time.sleep(interval)
+
+
+class Proc:
+    """A long-running child process in its own session, with a log file and signal helpers."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        service: bool = False,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self.cwd = cwd
+        self.env = env
+        self.service = service
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        extra = as_service_user() if self.service else {}
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **extra,  # type: ignore[arg-type]
+            )
+        STARTED.append(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.killpg(self.pid, sig)
+
+    def freeze(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; always reaps."""
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def signal_tree(pid: int, sig: int) -> None:
+    """Signal a process and all its descendants (PostgreSQL backends live under the postmaster)."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(sig)
+
+
+def write_service_file(path: Path, text: str) -> None:
+    """Write a file the service user owns (repmgr and PgBouncer read their own files)."""
+    path.write_text(text)
+    if SERVICE_USER:
+        pw = pwd.getpwnam(SERVICE_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)

@@ -1,0 +1,155 @@
+"""HAProxy 2.6 (master-worker, admin and master sockets) and PgBouncer 1.18 on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psycopg
+
+from tests.harness.procs import (
+    Proc,
+    free_port,
+    listening,
+    service_dir,
+    service_env,
+    wait_until,
+    write_service_file,
+)
+
+HAPROXY = "/usr/sbin/haproxy"
+PGBOUNCER = "/usr/sbin/pgbouncer"
+PGBOUNCER_ADMIN = "pgbadmin"
+
+
+def unix_command(path: Path, command: str, timeout: float = 5.0) -> str:
+    """Send one command line to an HAProxy stats or master socket and read the whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        s.shutdown(
+            socket.SHUT_WR
+        )  # the master CLI answers only once the client is done, as socat does
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+class HAProxy:
+    """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes."""
+
+    def __init__(self) -> None:
+        self.dir = service_dir("haproxy")
+        self.port = free_port()
+        self.config = self.dir / "haproxy.cfg"
+        self.stats_socket = self.dir / "admin.sock"
+        self.master_socket = self.dir / "master.sock"
+        self.proc: Proc | None = None
+
+    def global_section(self) -> str:
+        return (
+            "global\n"
+            f"    stats socket {self.stats_socket} mode 600 level admin expose-fd listeners\n"
+            f"    server-state-file {self.dir / 'server-state'}\n"
+            "defaults\n"
+            "    mode tcp\n"
+            "    timeout connect 2s\n"
+            "    timeout client 1h\n"
+            "    timeout server 1h\n"
+            "    load-server-state-from-file global\n"
+        )
+
+    def write_config(self, primary_port: int) -> None:
+        """A config routing :port to one PostgreSQL server, as the smoke test needs."""
+        self.config.write_text(
+            self.global_section()
+            + f"listen postgres\n    bind 127.0.0.1:{self.port}\n"
+            + f"    server primary 127.0.0.1:{primary_port} check inter 500ms\n"
+        )
+
+    def start(self) -> HAProxy:
+        argv = [HAPROXY, "-W", "-S", str(self.master_socket), "-f", str(self.config)]
+        self.proc = Proc("haproxy", argv, log=self.dir / "haproxy.log", cwd=self.dir).start()
+        wait_until(lambda: listening(self.port), timeout=10, what="HAProxy to listen")
+        wait_until(
+            lambda: "worker" in self.master("show proc"), timeout=10, what="HAProxy's master"
+        )
+        return self
+
+    def runtime(self, command: str) -> str:
+        return unix_command(self.stats_socket, command)
+
+    def server_states(self) -> list[dict[str, str]]:
+        """`show servers state` as one dict per server, keyed by the header's column names."""
+        lines = self.runtime("show servers state").splitlines()
+        header = lines[1].lstrip("# ").split()
+        return [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
+
+    def master(self, command: str) -> str:
+        return unix_command(self.master_socket, command)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+
+class PgBouncer:
+    """PgBouncer with an admin console; `[databases]` comes from an %include file tests rewrite."""
+
+    def __init__(self, pool_mode: str = "transaction") -> None:
+        self.dir = service_dir("pgbouncer")
+        self.port = free_port()
+        self.ini = self.dir / "pgbouncer.ini"
+        self.databases = self.dir / "databases.ini"
+        self.pool_mode = pool_mode
+        self.proc: Proc | None = None
+
+    def write_config(self, databases: str) -> None:
+        write_service_file(self.databases, f"[databases]\n{databases}\n")
+        write_service_file(self.dir / "userlist.txt", f'"{PGBOUNCER_ADMIN}" ""\n"repmgr" ""\n')
+        write_service_file(
+            self.ini,
+            f"%include {self.databases}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.dir / 'userlist.txt'}\n"
+            f"admin_users = {PGBOUNCER_ADMIN}\n"
+            f"pool_mode = {self.pool_mode}\n"
+            "server_connect_timeout = 2\n"
+            "ignore_startup_parameters = extra_float_digits\n",
+        )
+
+    def start(self) -> PgBouncer:
+        write_service_file(self.dir / "pgbouncer.log", "")
+        self.proc = Proc(
+            "pgbouncer",
+            [PGBOUNCER, str(self.ini)],
+            log=self.dir / "pgbouncer.log",
+            cwd=self.dir,
+            env=service_env(self.dir),
+            service=True,
+        ).start()
+        wait_until(lambda: listening(self.port), timeout=10, what="PgBouncer to listen")
+        return self
+
+    def admin(self, command: str) -> list[tuple[object, ...]]:
+        """Run one admin-console command (simple query protocol only)."""
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            dbname="pgbouncer",
+            user=PGBOUNCER_ADMIN,
+            autocommit=True,
+            cursor_factory=psycopg.ClientCursor,
+        ) as conn:
+            cur = conn.execute(command)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()

@@ -1,4 +1,4 @@
-"""Fixtures that start real ZooKeeper, PostgreSQL + repmgr, HAProxy and PgBouncer, then stop them."""
+"""Fixtures that start real ZooKeeper, PostgreSQL + repmgr, HAProxy and PgBouncer, and stop them."""
 
 from __future__ import annotations
 

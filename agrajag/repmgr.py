@@ -1,0 +1,446 @@
+"""What `repmgr cluster show` says, as typed immutable values, and a runner for it.
+
+The daemon publishes a primary only when this view names exactly one, so the
+parser is strict: text it does not fully understand raises `ParseError` rather
+than yielding a guess. Columns are found by their header names (repmgr 3.x to
+5.x and `--compact` print different sets); a `!` status anywhere means the
+view is not trustworthy, whatever the rest says.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+
+from agrajag.errors import AgrajagError
+
+__all__ = [
+    "ACCEPTED_EXIT_CODES",
+    "ClusterShow",
+    "ClusterView",
+    "Node",
+    "ParseError",
+    "Problem",
+    "Reason",
+    "RepmgrError",
+    "parse_cluster_show",
+    "run_cluster_show",
+]
+
+ACCEPTED_EXIT_CODES = frozenset({0, 25})
+"""repmgr exits 25 (ERR_NODE_STATUS) whenever it prints a warning, i.e. during every failover."""
+
+
+class ParseError(AgrajagError):
+    """The text is not a `repmgr cluster show` table we can trust; says which line and why."""
+
+    def __init__(self, lineno: int, reason: str) -> None:
+        super().__init__(f"line {lineno}: {reason}")
+        self.lineno = lineno
+        self.reason = reason
+
+
+class RepmgrError(AgrajagError):
+    """Running `repmgr cluster show` gave no usable table; names the command and quotes stderr."""
+
+
+class Reason(StrEnum):
+    """Why a view names no primary. Stable: the daemon logs and counts these names."""
+
+    NO_PRIMARY = "no_primary"
+    MULTIPLE_PRIMARIES = "multiple_primaries"
+    ANOMALY = "anomaly"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason not to trust the view, with a human detail naming the nodes.
+
+    >>> str(Problem(Reason.NO_PRIMARY, "no node is primary and '* running'").reason)
+    'no_primary'
+    """
+
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One row of the table, as seen from the node that ran the command.
+
+    Values are repmgr's, stripped; only the role `master` (repmgr 3.x) is renamed
+    `primary`, so that decisions compare against one spelling. repmgr 3.x has no
+    ID column: its nodes are numbered 1..n in table order. Missing columns give
+    "" (text) or None. `conninfo` is left out of the repr: it may hold a password.
+    """
+
+    node_id: int
+    name: str
+    role: str
+    status: str
+    status_marker: str
+    upstream: str
+    upstream_marker: str
+    location: str
+    priority: int | None
+    timeline: int | None
+    conninfo: str | None = field(repr=False)
+    host: str | None
+    port: int | None
+    dbname: str | None
+
+    @property
+    def is_running_primary(self) -> bool:
+        """Role `primary` with status exactly `* running`: the only shape of a live primary."""
+        return self.role == "primary" and self.status_marker == "*" and self.status == "running"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """All nodes of one `repmgr cluster show`, in table order; build it with parse_cluster_show.
+
+    After a failover two rows have role primary; the failed one does not count:
+
+    >>> view = parse_cluster_show('''\\
+    ...  ID | Name  | Role    | Status    | Upstream
+    ... ----+-------+---------+-----------+---------
+    ...  1  | node1 | primary | - failed  |
+    ...  2  | node2 | primary | * running |
+    ...  3  | node3 | standby |   running | node2
+    ... ''')
+    >>> view.primary.name, view.problems
+    ('node2', ())
+    """
+
+    nodes: tuple[Node, ...]
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """Every reason this view names no primary; empty exactly when `primary` is set."""
+        candidates = [node for node in self.nodes if node.is_running_primary]
+        found: list[Problem] = []
+        if not candidates:
+            found.append(Problem(Reason.NO_PRIMARY, "no node is primary and '* running'"))
+        elif len(candidates) > 1:
+            names = ", ".join(_describe(node) for node in candidates)
+            found.append(Problem(Reason.MULTIPLE_PRIMARIES, f"primary and '* running': {names}"))
+        found.extend(
+            Problem(Reason.ANOMALY, f"{_describe(node)} shows '! {node.status}'")
+            for node in self.nodes
+            if node.status_marker == "!"
+        )
+        return tuple(found)
+
+    @property
+    def primary(self) -> Node | None:
+        """The one node that is primary and `* running`, if that is all the view says.
+
+        None when no node or several nodes qualify, or when any node has a `!`
+        status (e.g. a former primary back without `node rejoin`, whose stale
+        metadata shows itself `* running` and the real primary `! running as primary`).
+        """
+        if self.problems:
+            return None
+        return next(node for node in self.nodes if node.is_running_primary)
+
+    def by_name(self, name: str) -> Node | None:
+        """The node called `name`, if any (names are unique in a view)."""
+        return next((node for node in self.nodes if node.name == name), None)
+
+    def by_id(self, node_id: int) -> Node | None:
+        """The node with id `node_id`, if any (ids are unique in a view)."""
+        return next((node for node in self.nodes if node.node_id == node_id), None)
+
+
+def _describe(node: Node) -> str:
+    return f"{node.name!r} (ID {node.node_id})"
+
+
+# Header title (lower case) -> field; repmgr 4.0 has no Priority/Timeline, --compact
+# abbreviates them and drops the connection string, 3.x spells "Connection String".
+_COLUMNS = {
+    "id": "id",
+    "name": "name",
+    "role": "role",
+    "status": "status",
+    "upstream": "upstream",
+    "location": "location",
+    "priority": "priority",
+    "prio.": "priority",
+    "timeline": "timeline",
+    "tli": "timeline",
+    "connection string": "conninfo",
+}
+_REQUIRED = ("id", "name", "role", "status")
+_REQUIRED_3X = ("name", "role")
+# repmgr 3.x prints exactly these in its Role column (marker included); the node's
+# real state, not its metadata. A FAILED node did not answer, so its role is unknown.
+_ROLES_3X = {
+    "* master": ("primary", "*", "running"),
+    "standby": ("standby", "", "running"),
+    "witness": ("witness", "", "running"),
+    "FAILED": ("unknown", "", "failed"),
+}
+_ROLE_ALIASES = {"master": "primary"}
+_STATUS_MARKERS = "*!?-"
+_UPSTREAM_MARKERS = "?!"
+_NO_TIMELINE = frozenset({"", "?", "n/a"})  # unreachable node; witness
+_LOG_LINE = re.compile(r"\s*(?:DEBUG|INFO|NOTICE|WARNING|ERROR|FATAL|HINT|DETAIL):")
+_SEPARATOR = re.compile(r"[-+| ]*-[-+| ]*")
+_COLUMN_BREAK = re.compile(r"[+|]")
+_INTEGER = re.compile(r"-?[0-9]+")
+_NODE_ID = re.compile(r"[0-9]+")
+
+
+def parse_cluster_show(text: str) -> ClusterView:
+    """Parse the text table of `repmgr cluster show` (3.x, 4.x, 5.x, `--compact`).
+
+    Log lines (`WARNING:`, `HINT:` ...) are skipped wherever they are; other text
+    before the header and after the blank line that ends the table is ignored,
+    but any line with a `|` must be the header, the separator or a node row.
+    Raises ParseError (line number and reason) on anything else.
+
+    >>> view = parse_cluster_show('''\\
+    ...  ID | Name  | Role    | Status               | Upstream | Connection string
+    ... ----+-------+---------+----------------------+----------+------------------------
+    ...  1  | node1 | primary | * running            |          | host=db1 port=5433
+    ...  2  | node2 | standby | ! running as primary | node1    | host=db2 dbname=repmgr
+    ... ''')
+    >>> view.by_id(1).host, view.by_id(1).port, view.by_name("node2").status
+    ('db1', 5433, 'running as primary')
+    >>> view.primary is None, [str(problem.reason) for problem in view.problems]
+    (True, ['anomaly'])
+    >>> parse_cluster_show("ERROR: connection to database failed")
+    Traceback (most recent call last):
+    ...
+    agrajag.repmgr.ParseError: line 1: no table header (no line contains '|')
+    """
+    lines = [
+        (lineno, line.rstrip("\r"))
+        for lineno, line in enumerate(text.split("\n"), start=1)
+        if "|" in line or not _LOG_LINE.match(line)
+    ]
+    start = next((i for i, (_, line) in enumerate(lines) if "|" in line), None)
+    if start is None:
+        raise ParseError(
+            1, "no table header (no line contains '|')" if text.strip() else "empty input"
+        )
+    header_lineno, header = lines[start]
+    columns = _columns(header_lineno, header)
+    width = header.count("|") + 1
+    if start + 1 == len(lines):
+        raise ParseError(header_lineno, "no '----+----' separator line after the header")
+    separator_lineno, separator = lines[start + 1]
+    _check_separator(separator_lineno, separator, width)
+
+    body = lines[start + 2 :]
+    end = next((i for i, (_, line) in enumerate(body) if not line.strip()), len(body))
+    for lineno, line in body[end:]:
+        if "|" in line:
+            raise ParseError(lineno, f"table row after the table ended (blank line {body[end][0]})")
+    if end == 0:
+        raise ParseError(separator_lineno, "no node rows under the header")
+
+    nodes = tuple(
+        _node(lineno, line, columns, width, number)
+        for number, (lineno, line) in enumerate(body[:end], start=1)
+    )
+    _check_unique(body[:end], nodes)
+    return ClusterView(nodes)
+
+
+def _columns(lineno: int, header: str) -> dict[str, int]:
+    """Field -> cell index, by header name; unknown columns are ignored."""
+    columns: dict[str, int] = {}
+    for index, cell in enumerate(header.split("|")):
+        title = cell.strip().lower()
+        key = _COLUMNS.get(title)
+        if key is None:
+            continue
+        if key in columns:
+            raise ParseError(lineno, f"column {cell.strip()!r} appears twice in the header")
+        columns[key] = index
+    is_3x = "id" not in columns and "status" not in columns
+    missing = [key for key in (_REQUIRED_3X if is_3x else _REQUIRED) if key not in columns]
+    if missing:
+        raise ParseError(lineno, f"header lacks required column(s): {', '.join(missing)}")
+    return columns
+
+
+def _check_separator(lineno: int, line: str, width: int) -> None:
+    if not _SEPARATOR.fullmatch(line):
+        raise ParseError(lineno, "expected the '----+----' separator line under the header")
+    found = len(_COLUMN_BREAK.split(line))
+    if found != width:
+        raise ParseError(lineno, f"separator has {found} columns, the header {width}")
+
+
+def _node(lineno: int, line: str, columns: dict[str, int], width: int, number: int) -> Node:
+    cells = line.split("|")
+    if len(cells) != width:
+        raise ParseError(
+            lineno, f"{len(cells)} cells, the header has {width} (is there a '|' inside a value?)"
+        )
+    row = {key: cells[index].strip() for key, index in columns.items()}
+    if "id" in columns:
+        if not _NODE_ID.fullmatch(row["id"]):
+            raise ParseError(lineno, f"ID {row['id']!r} is not a node id")
+        node_id = int(row["id"])
+        status_marker, status = _split_marker(row["status"], _STATUS_MARKERS)
+        role = _ROLE_ALIASES.get(row["role"], row["role"])
+    else:
+        if row["role"] not in _ROLES_3X:
+            raise ParseError(lineno, f"unknown repmgr 3.x role {row['role']!r}")
+        node_id = number
+        role, status_marker, status = _ROLES_3X[row["role"]]
+    if not row["name"]:
+        raise ParseError(lineno, "empty Name")
+    upstream_marker, upstream = _split_marker(row.get("upstream", ""), _UPSTREAM_MARKERS)
+    conninfo = row.get("conninfo") or None
+    host, port, dbname = _conninfo_parts(lineno, conninfo)
+    return Node(
+        node_id=node_id,
+        name=row["name"],
+        role=role,
+        status=status,
+        status_marker=status_marker,
+        upstream=upstream,
+        upstream_marker=upstream_marker,
+        location=row.get("location", ""),
+        priority=_integer(lineno, "Priority", row.get("priority", ""), blank=frozenset({""})),
+        timeline=_integer(lineno, "Timeline", row.get("timeline", ""), blank=_NO_TIMELINE),
+        conninfo=conninfo,
+        host=host,
+        port=port,
+        dbname=dbname,
+    )
+
+
+def _split_marker(cell: str, markers: str) -> tuple[str, str]:
+    """`"! running as primary"` -> `("!", "running as primary")`; no marker -> `("", cell)`.
+
+    The space after the marker is not required, so a mangled `!running` still counts as `!`.
+    """
+    if cell and cell[0] in markers:
+        return cell[0], cell[1:].strip()
+    return "", cell
+
+
+def _integer(lineno: int, column: str, cell: str, *, blank: frozenset[str]) -> int | None:
+    if cell in blank:
+        return None
+    if not _INTEGER.fullmatch(cell):
+        raise ParseError(lineno, f"{column} {cell!r} is not a number")
+    return int(cell)
+
+
+def _conninfo_parts(lineno: int, conninfo: str | None) -> tuple[str | None, int | None, str | None]:
+    """(host, port, dbname) from a libpq conninfo; hostaddr stands in for a missing host."""
+    if conninfo is None:
+        return None, None, None
+    try:
+        params = conninfo_to_dict(conninfo)
+    except ProgrammingError as exc:
+        raise ParseError(lineno, f"bad connection string: {str(exc).strip()}") from None
+    port = str(params.get("port") or "")
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ParseError(lineno, f"port {port!r} in the connection string is not a TCP port")
+    host = params.get("host") or params.get("hostaddr")
+    dbname = params.get("dbname")
+    return (
+        str(host) if host else None,
+        int(port) if port else None,
+        str(dbname) if dbname else None,
+    )
+
+
+def _check_unique(rows: list[tuple[int, str]], nodes: tuple[Node, ...]) -> None:
+    ids: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for (lineno, _), node in zip(rows, nodes, strict=True):
+        if node.node_id in ids:
+            raise ParseError(lineno, f"node ID {node.node_id} also on line {ids[node.node_id]}")
+        if node.name in names:
+            raise ParseError(lineno, f"node name {node.name!r} also on line {names[node.name]}")
+        ids[node.node_id] = lineno
+        names[node.name] = lineno
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterShow:
+    """One run of `repmgr cluster show`: the view, the exit code, and repmgr's stderr lines."""
+
+    view: ClusterView
+    exit_code: int
+    warnings: tuple[str, ...]
+
+
+_STDERR_QUOTE_LIMIT = 2000
+
+
+def run_cluster_show(
+    repmgr_bin: str,
+    config_file: str,
+    *,
+    timeout: float,
+    extra_args: Sequence[str] = (),
+) -> ClusterShow:
+    """Run `repmgr -f config_file cluster show [extra_args]` with a deadline, and parse it.
+
+    Exit 0 and 25 are accepted when stdout holds a table; anything else raises
+    RepmgrError naming the command line and quoting repmgr's stderr. LC_ALL=C
+    because columns are found by their English header names.
+    """
+    argv = [repmgr_bin, "-f", config_file, "cluster", "show", *extra_args]
+    command = shlex.join(argv)
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+            encoding="utf-8",
+            errors="replace",
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RepmgrError(
+            f"{command}: no answer within {timeout:g} s; stderr: {_quote(exc.stderr)}"
+        ) from None
+    except OSError as exc:
+        raise RepmgrError(f"{command}: cannot run {repmgr_bin!r}: {exc.strerror or exc}") from exc
+    if done.returncode not in ACCEPTED_EXIT_CODES:
+        outcome = (
+            f"killed by signal {-done.returncode}"
+            if done.returncode < 0
+            else f"exit code {done.returncode}"
+        )
+        raise RepmgrError(f"{command}: {outcome}; stderr: {_quote(done.stderr)}")
+    try:
+        view = parse_cluster_show(done.stdout)
+    except ParseError as exc:
+        raise RepmgrError(
+            f"{command}: exit code {done.returncode} but no usable table on stdout ({exc}); "
+            f"stderr: {_quote(done.stderr)}"
+        ) from exc
+    warnings = tuple(line.rstrip() for line in done.stderr.splitlines() if line.strip())
+    return ClusterShow(view=view, exit_code=done.returncode, warnings=warnings)
+
+
+def _quote(stderr: str | bytes | None) -> str:
+    """repmgr's stderr, trimmed and quoted on one line for a log message."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
+    text = (stderr or "").strip()
+    if len(text) > _STDERR_QUOTE_LIMIT:
+        text = text[:_STDERR_QUOTE_LIMIT] + "..."
+    return repr(text)

@@ -1,0 +1,229 @@
+"""The JSON records agrajag keeps in ZooKeeper, and the one place that validates them.
+
+The daemon writes these and the watcher reads them; both go through this module so that a
+record the watcher would refuse can never be published. Every record carries ``"schema": 1``.
+
+>>> rec = MasterRecord(cluster="main", epoch=3, node_id=2, node="node2", host="10.0.0.2",
+...                    port=5432, timeline=2, published_by="node3",
+...                    published_at="2026-11-22T03:00:00Z", evidence={})
+>>> MasterRecord.from_json(rec.to_json(), source="/agrajag/main/master") == rec
+True
+>>> MasterRecord.from_json(b'{"schema": 1}', source="/agrajag/main/master")
+Traceback (most recent call last):
+...
+agrajag.record.RecordError: /agrajag/main/master: missing key 'cluster'
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from agrajag.errors import AgrajagError
+
+SCHEMA = 1
+
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+
+T = TypeVar("T")
+
+
+class RecordError(AgrajagError):
+    """A record in the registry is not valid JSON of the expected schema; names path and key."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(f"{source}: {detail}")
+        self.source = source
+        self.detail = detail
+
+
+def utc_now() -> str:
+    """A timestamp as records carry it: ISO 8601, UTC, millisecond precision."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def is_plain_host(value: str) -> bool:
+    """True for an IP address or an RFC 1123 host name: safe to write into a config file.
+
+    >>> [is_plain_host(h) for h in ("db-1.example.com", "10.1.2.3", "::1")]
+    [True, True, True]
+    >>> [is_plain_host(h) for h in ("db1\\nserver evil", "db 1", "-db", "", "a" * 300)]
+    [False, False, False, False, False]
+    """
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    if not value or len(value) > 253:
+        return False
+    return all(_LABEL.match(label) for label in value.removesuffix(".").split("."))
+
+
+def is_plain_name(value: str) -> bool:
+    """True for a cluster, node or agent name that is safe as a znode name and in a config file.
+
+    >>> [is_plain_name(n) for n in ("node1", "pg-main_2", "app@host")]
+    [True, True, True]
+    >>> [is_plain_name(n) for n in ("", "a/b", "..", "x y", "ü")]
+    [False, False, False, False, False]
+    """
+    return bool(_NAME.match(value))
+
+
+def _load(data: bytes, source: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(source, f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RecordError(source, f"expected a JSON object, got {type(doc).__name__}")
+    if doc.get("schema") != SCHEMA:
+        raise RecordError(source, f"unsupported schema {doc.get('schema')!r} (expected {SCHEMA})")
+    return doc
+
+
+def _get(doc: Mapping[str, Any], key: str, kind: type[T], source: str) -> T:
+    if key not in doc:
+        raise RecordError(source, f"missing key {key!r}")
+    value = doc[key]
+    # bool is an int in Python; a record with "port": true is still wrong.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RecordError(source, f"key {key!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _optional_int(doc: Mapping[str, Any], key: str, source: str) -> int | None:
+    return None if doc.get(key) is None else _get(doc, key, int, source)
+
+
+def _check(ok: bool, source: str, key: str, value: object, why: str) -> None:
+    if not ok:
+        raise RecordError(source, f"key {key!r} {why}, got {value!r}")
+
+
+def _dump(record: object) -> bytes:
+    return json.dumps({"schema": SCHEMA, **asdict(record)}, sort_keys=True).encode()  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRecord:
+    """What `/<root>/<cluster>/master` says: which node is the primary, since which epoch.
+
+    `epoch` grows by one at every change of master; `evidence` is what the publisher saw
+    (repmgr's rows and the INSERT check), kept for the humans reading the history.
+    """
+
+    cluster: str
+    epoch: int
+    node_id: int
+    node: str
+    host: str
+    port: int
+    timeline: int | None
+    published_by: str
+    published_at: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate("master record")
+
+    def validate(self, source: str) -> None:
+        """Raise RecordError unless every field is safe to act on and write into a config."""
+        _check(is_plain_name(self.cluster), source, "cluster", self.cluster, "must be a plain name")
+        _check(is_plain_name(self.node), source, "node", self.node, "must be a plain name")
+        _check(self.epoch >= 1, source, "epoch", self.epoch, "must be >= 1")
+        _check(is_plain_host(self.host), source, "host", self.host, "must be a hostname or IP")
+        _check(1 <= self.port <= 65535, source, "port", self.port, "must be within 1-65535")
+        _check(
+            self.timeline is None or self.timeline >= 1,
+            source,
+            "timeline",
+            self.timeline,
+            "must be >= 1",
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> MasterRecord:
+        """Parse and validate; `source` (the znode path or file) goes into every error."""
+        doc = _load(data, source)
+        try:
+            return cls(
+                cluster=_get(doc, "cluster", str, source),
+                epoch=_get(doc, "epoch", int, source),
+                node_id=_get(doc, "node_id", int, source),
+                node=_get(doc, "node", str, source),
+                host=_get(doc, "host", str, source),
+                port=_get(doc, "port", int, source),
+                timeline=_optional_int(doc, "timeline", source),
+                published_by=_get(doc, "published_by", str, source),
+                published_at=_get(doc, "published_at", str, source),
+                evidence=_get(doc, "evidence", dict, source) if "evidence" in doc else {},
+            )
+        except RecordError as exc:
+            raise RecordError(source, exc.detail) from None
+
+    def to_json(self) -> bytes:
+        return _dump(self)
+
+    def same_master(self, other: MasterRecord | None) -> bool:
+        """True when `other` names the same server, so republishing would change nothing."""
+        return other is not None and (self.node, self.host, self.port) == (
+            other.node,
+            other.host,
+            other.port,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """What a daemon says about itself in its ephemeral `nodes/<node>` (its liveness)."""
+
+    node: str
+    node_id: int | None
+    pid: int
+    version: str
+    started_at: str
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> NodeRecord:
+        doc = _load(data, source)
+        return cls(
+            node=_get(doc, "node", str, source),
+            node_id=_optional_int(doc, "node_id", source),
+            pid=_get(doc, "pid", int, source),
+            version=_get(doc, "version", str, source),
+            started_at=_get(doc, "started_at", str, source),
+        )
+
+    def to_json(self) -> bytes:
+        return _dump(self)
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherAck:
+    """What a watcher says in its ephemeral `watchers/<agent>`: the epoch it has applied."""
+
+    agent: str
+    applied_epoch: int
+    applied_at: str
+    sinks: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> WatcherAck:
+        doc = _load(data, source)
+        return cls(
+            agent=_get(doc, "agent", str, source),
+            applied_epoch=_get(doc, "applied_epoch", int, source),
+            applied_at=_get(doc, "applied_at", str, source),
+            sinks=_get(doc, "sinks", dict, source) if "sinks" in doc else {},
+        )
+
+    def to_json(self) -> bytes:
+        return _dump(self)

@@ -1,0 +1,291 @@
+"""`agrajag daemon`: on every DB node, read repmgr, check, decide, publish.
+
+Every daemon of a cluster runs the same rules; ZooKeeper's compare-and-set decides between
+them, not a leader. A round runs every `poll_interval_s`, and at once when `agrajag notify`
+(repmgr's event hook) or a ZooKeeper session change wakes the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from agrajag import __version__
+from agrajag.daemon_config import DaemonSettings
+from agrajag.decision import Decision, Publish, Reason, Refuse, Situation, Unchanged, decide
+from agrajag.errors import AgrajagError
+from agrajag.metrics import DaemonMetrics, serve
+from agrajag.probe import ProbeRound, ProbeTarget, check_round
+from agrajag.record import NodeRecord, utc_now
+from agrajag.registry import Current, Published, Registry, RegistryError, Session
+from agrajag.repmgr import ClusterView, RepmgrError, run_cluster_show
+from agrajag.wakeup import WakeupListener
+
+log = logging.getLogger("agrajag.daemon")
+
+
+class Daemon:
+    """One daemon: `round()` is one decision with its I/O; `run()` loops until stopped."""
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        registry: Registry,
+        metrics: DaemonMetrics,
+        clock: Callable[[], float] = time.time,
+        config_path: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.reload_requested = False
+        self.registry = registry
+        self.metrics = metrics
+        self.clock = clock
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._trigger = "poll"
+        self._layout_ready = False
+        registry.on_session(self._on_session)
+        self._on_session(registry.session)
+
+    # -- wake-ups (called from other threads; never block) ---------------------------------
+
+    def _on_session(self, session: Session) -> None:
+        self.metrics.session.labels(self.settings.cluster).state(session.value)
+        self.poke(f"session_{session.value}")
+
+    def poke(self, trigger: str) -> None:
+        self._trigger = trigger
+        self.wake.set()
+
+    # -- one round -------------------------------------------------------------------------
+
+    def round(self, trigger: str = "poll") -> Decision:
+        """Read repmgr, check every node, read the registry, decide, publish; log one line."""
+        cluster = self.settings.cluster
+        self.metrics.polls.labels(cluster, trigger).inc()
+        with self.metrics.poll_duration.labels(cluster).time():
+            try:
+                view = run_cluster_show(
+                    self.settings.repmgr.bin,
+                    self.settings.repmgr.config,
+                    timeout=self.settings.repmgr.timeout_s,
+                ).view
+            except RepmgrError as exc:
+                decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
+            else:
+                decision = self._decide(view)
+            decision = self._act(decision)
+        self._log(decision, trigger)
+        return decision
+
+    def _decide(self, view: ClusterView) -> Decision:
+        probe = self._check(view)
+        current, guard = self._read_registry(view)
+        return decide(
+            Situation(
+                cluster=self.settings.cluster,
+                me=self.settings.node,
+                view=view,
+                probe=probe,
+                current=current,
+                guard_version=guard,
+                now=utc_now(),
+            )
+        )
+
+    def _check(self, view: ClusterView) -> ProbeRound:
+        check = self.settings.check
+        targets = [
+            ProbeTarget(n.name, n.host, n.port, check.dbname or n.dbname or "postgres")
+            for n in view.nodes
+            if n.host and n.port
+        ]
+        probe = check_round(
+            targets,
+            check.credentials,
+            checker=self.settings.node,
+            deadline_s=check.deadline_s,
+            connect_timeout_s=check.connect_timeout_s,
+        )
+        cluster = self.settings.cluster
+        for c in probe.checks:
+            self.metrics.probe_results.labels(cluster, c.name, str(c.outcome)).inc()
+            self.metrics.probe_latency.labels(cluster, c.name).observe(c.latency_s)
+        self.metrics.split_brain.labels(cluster).set(1 if probe.split_brain else 0)
+        self.metrics.repmgr_nodes.labels(cluster).set(len(view.nodes))
+        return probe
+
+    def _read_registry(self, view: ClusterView) -> tuple[Current | None, int | None]:
+        """The master as read and the candidate's guard version; (None, None) when unusable."""
+        cluster = self.settings.cluster
+        try:
+            self._register()
+            current = self.registry.read_master(cluster)
+            candidate = view.primary
+            guard = self.registry.guard_version(cluster, candidate.name) if candidate else None
+            self.metrics.live_daemons.labels(cluster).set(len(self.registry.node_records(cluster)))
+        except RegistryError as exc:
+            log.warning("cluster=%s registry not usable: %s", cluster, exc)
+            return None, None
+        self._export_master(current)
+        return current, guard
+
+    def _register(self) -> None:
+        """Create the layout once and this daemon's liveness node whenever it is missing
+        (at start, and after the session was lost and its ephemeral node went with it)."""
+        cluster = self.settings.cluster
+        if not self._layout_ready:
+            self.registry.ensure_layout(cluster)
+            self._layout_ready = True
+        record = NodeRecord(
+            node=self.settings.node,
+            node_id=None,
+            pid=os.getpid(),
+            version=__version__,
+            started_at=utc_now(),
+        )
+        if self.registry.register_node(cluster, record):
+            log.info("cluster=%s node=%s registered liveness node", cluster, self.settings.node)
+
+    def _export_master(self, current: Current) -> None:
+        cluster = self.settings.cluster
+        self.metrics.master.clear()
+        if current.record:
+            self.metrics.master_epoch.labels(cluster).set(current.record.epoch)
+            self.metrics.master.labels(cluster, current.record.node).set(1)
+
+    def _act(self, decision: Decision) -> Decision:
+        """Carry out a Publish; a lost race or a vanished guard becomes a Refuse."""
+        if not isinstance(decision, Publish):
+            return decision
+        cluster = self.settings.cluster
+        try:
+            current = self.registry.read_master(cluster)
+            guard = self.registry.guard_version(cluster, decision.record.node)
+            if guard is None:
+                result = Published.GUARD_MISSING
+            else:
+                result = self.registry.publish(decision.record, current, guard)
+        except RegistryError as exc:
+            self.metrics.publishes.labels(cluster, "error").inc()
+            return Refuse(Reason.NOT_CONNECTED, f"publish failed: {exc}")
+        self.metrics.publishes.labels(cluster, result.value).inc()
+        if result is Published.PUBLISHED:
+            self.metrics.last_publish.labels(cluster).set(self.clock())
+            self.metrics.master.clear()
+            self.metrics.master_epoch.labels(cluster).set(decision.record.epoch)
+            self.metrics.master.labels(cluster, decision.record.node).set(1)
+            return decision
+        # Someone else published first, or the new master's daemon went: re-read at once.
+        self.poke("reread")
+        return Refuse(Reason(result.value), f"{result.value} publishing {decision.record.node}")
+
+    def _log(self, decision: Decision, trigger: str) -> None:
+        cluster = self.settings.cluster
+        if isinstance(decision, Publish):
+            r = decision.record
+            self.metrics.decisions.labels(cluster, "publish", "ok").inc()
+            log.info(
+                "cluster=%s decision=publish node=%s host=%s port=%d epoch=%d trigger=%s",
+                cluster, r.node, r.host, r.port, r.epoch, trigger,
+            )  # fmt: skip
+        elif isinstance(decision, Unchanged):
+            self.metrics.decisions.labels(cluster, "unchanged", "ok").inc()
+            log.debug(
+                "cluster=%s decision=unchanged node=%s epoch=%d trigger=%s",
+                cluster, decision.record.node, decision.record.epoch, trigger,
+            )  # fmt: skip
+        else:
+            self.metrics.decisions.labels(cluster, "refuse", decision.reason.value).inc()
+            log.warning(
+                "cluster=%s decision=refuse reason=%s trigger=%s detail=%r",
+                cluster, decision.reason.value, trigger, decision.detail,
+            )  # fmt: skip
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Rounds until `stopping` is set; a wake-up runs the next round at once."""
+        trigger = "start"
+        while not self.stopping.is_set():
+            if self.reload_requested:
+                self.reload()
+            try:
+                self.round(trigger)
+            except AgrajagError as exc:
+                log.error("cluster=%s round failed: %s", self.settings.cluster, exc)
+            woken = self.wake.wait(self.settings.poll_interval_s)
+            self.wake.clear()
+            trigger = self._trigger if woken else "poll"
+
+    def reload(self) -> None:
+        """SIGHUP: take the new configuration; what identifies the session needs a restart."""
+        self.reload_requested = False
+        if self.config_path is None:
+            return
+        try:
+            new = DaemonSettings.load(self.config_path)
+        except AgrajagError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        fixed = ("cluster", "node", "zookeeper", "wakeup_socket", "metrics")
+        changed = [k for k in fixed if getattr(new, k) != getattr(self.settings, k)]
+        if changed:
+            log.error("reload refused: %s change only with a restart", ", ".join(changed))
+            return
+        self.settings = new
+        log.info("cluster=%s configuration reloaded", new.cluster)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+
+def run_daemon(config_path: str) -> int:
+    """The `agrajag daemon` process: wiring, signals, clean shutdown."""
+    settings = DaemonSettings.load(config_path)
+    metrics = DaemonMetrics()
+    port = serve(settings.metrics, metrics.registry)
+    zk = settings.zookeeper
+    registry = Registry.connect(
+        zk.hosts,
+        zk.root,
+        session_timeout=zk.session_timeout_s,
+        call_timeout=zk.call_timeout_s,
+        start_timeout=zk.call_timeout_s,
+    )
+    daemon = Daemon(settings, registry, metrics, config_path=config_path)
+    listener = WakeupListener(
+        settings.wakeup_socket, lambda event: daemon.poke(f"notify_{event.get('event', '')}")
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            daemon.reload_requested = True
+            daemon.poke("sighup")
+        else:
+            daemon.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    log.info(
+        "cluster=%s node=%s started (zookeeper=%s metrics_port=%s wakeup=%s)",
+        settings.cluster, settings.node, zk.hosts, port, settings.wakeup_socket,
+    )  # fmt: skip
+    try:
+        daemon.run()
+    finally:
+        listener.close()
+        try:
+            registry.unregister_node(settings.cluster, settings.node)
+        except RegistryError as exc:
+            log.warning("could not delete the liveness node: %s", exc)
+        registry.close()
+        log.info("cluster=%s node=%s stopped", settings.cluster, settings.node)
+    return 0

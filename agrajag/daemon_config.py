@@ -1,0 +1,82 @@
+"""`agrajag daemon`'s YAML configuration (example: conf.d/daemon.example.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agrajag.config import MetricsSettings, Section, ZooKeeperSettings, load_yaml
+from agrajag.probe import Credentials
+
+KEYS = {"cluster", "node", "zookeeper", "repmgr", "check", "poll_interval_s", "wakeup_socket"}
+
+
+@dataclass(frozen=True, slots=True)
+class RepmgrSettings:
+    bin: str
+    config: str
+    timeout_s: float
+
+    @classmethod
+    def from_section(cls, s: Section) -> RepmgrSettings:
+        s.reject_unknown({"bin", "config", "timeout_s"})
+        return cls(
+            bin=s.string("bin", "/usr/bin/repmgr"),
+            config=s.string("config", "/etc/repmgr.conf"),
+            timeout_s=s.number("timeout_s", 10.0, minimum=0.5, maximum=120),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSettings:
+    """The INSERT check: credentials are agrajag's own, never taken from the registry."""
+
+    credentials: Credentials
+    dbname: str | None = None  # None: the database of each node's repmgr conninfo
+    deadline_s: float = 2.0
+    connect_timeout_s: float = 2.0
+
+    @classmethod
+    def from_section(cls, s: Section) -> CheckSettings:
+        s.reject_unknown(
+            {"user", "password", "passfile", "sslmode", "dbname", "deadline_s", "connect_timeout_s"}
+        )
+        return cls(
+            credentials=Credentials(
+                user=s.string("user"),
+                password=s.optional_string("password"),
+                passfile=s.optional_string("passfile"),
+                sslmode=s.optional_string("sslmode"),
+            ),
+            dbname=s.optional_string("dbname"),
+            deadline_s=s.number("deadline_s", 2.0, minimum=0.1, maximum=60),
+            connect_timeout_s=s.number("connect_timeout_s", 2.0, minimum=1, maximum=60),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    cluster: str
+    node: str
+    zookeeper: ZooKeeperSettings
+    repmgr: RepmgrSettings
+    check: CheckSettings
+    poll_interval_s: float
+    wakeup_socket: str
+    metrics: MetricsSettings
+
+    @classmethod
+    def load(cls, path: str | Path) -> DaemonSettings:
+        s = load_yaml(path)
+        s.reject_unknown(KEYS | {"metrics"})
+        cluster = s.name("cluster")
+        return cls(
+            cluster=cluster,
+            node=s.name("node"),
+            zookeeper=ZooKeeperSettings.from_section(s.section("zookeeper")),
+            repmgr=RepmgrSettings.from_section(s.section("repmgr", {})),
+            check=CheckSettings.from_section(s.section("check")),
+            poll_interval_s=s.number("poll_interval_s", 2.0, minimum=0.1, maximum=300),
+            wakeup_socket=s.string("wakeup_socket", f"/run/agrajag/{cluster}.sock"),
+            metrics=MetricsSettings.from_section(s.section("metrics", {})),
+        )

@@ -1,0 +1,155 @@
+"""What to publish: a pure function of what the daemon saw.
+
+`decide` takes values (repmgr's view, an INSERT-check round, the master znode as read, the
+guard's version) and returns a value: publish this record, nothing to do, or refuse with a
+reason. The daemon does the I/O around it; the rules are here, testable case by case.
+The rules are DESIGN.md's publishing rules 1-4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from agrajag.probe import ProbeRound
+from agrajag.record import MasterRecord
+from agrajag.registry import Current
+from agrajag.repmgr import ClusterView, Node
+
+
+class Reason(StrEnum):
+    """Why a daemon did not publish: stable names used in logs and metrics."""
+
+    NO_PRIMARY = "no_primary"  # repmgr shows no running primary
+    MULTIPLE_PRIMARIES = "multiple_primaries"  # repmgr shows more than one
+    ANOMALY = "anomaly"  # a `!` status: some node's metadata disagrees with reality
+    SPLIT_BRAIN = "split_brain"  # more than one node accepted the INSERT
+    CHECK_FAILED = "check_failed"  # repmgr's primary did not accept the INSERT
+    STALE_TIMELINE = "stale_timeline"  # the candidate's timeline is behind the published one
+    GUARD_MISSING = "guard_missing"  # the candidate's daemon has no liveness node
+    NOT_CONNECTED = "not_connected"  # this daemon's ZooKeeper session is not usable
+    LOST_RACE = "lost_race"  # another daemon published first (set by the registry's CAS)
+    REPMGR_FAILED = "repmgr_failed"  # `repmgr cluster show` gave no usable table
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Write `record` with the guarded compare-and-set."""
+
+    record: MasterRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The published record already names repmgr's primary: nothing to write."""
+
+    record: MasterRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Do not publish, and say why."""
+
+    reason: Reason
+    detail: str
+
+
+Decision = Publish | Unchanged | Refuse
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """Everything one decision looks at. `current` is None while ZooKeeper is not usable;
+    `guard_version` is the version of the candidate's `nodes/<node>`, None when absent."""
+
+    cluster: str
+    me: str
+    view: ClusterView
+    probe: ProbeRound
+    current: Current | None
+    guard_version: int | None
+    now: str
+
+
+def decide(s: Situation) -> Decision:
+    """Apply the publishing rules in order; the first that fails names the refusal."""
+    if s.probe.split_brain:
+        return Refuse(Reason.SPLIT_BRAIN, f"writable: {', '.join(s.probe.writable)}")
+    if s.view.problems:
+        problem = s.view.problems[0]
+        details = "; ".join(p.detail for p in s.view.problems)
+        return Refuse(Reason(problem.reason.value), details)
+    candidate = s.view.primary
+    assert candidate is not None  # no problems means exactly one running primary
+    refusal = _check_refusal(candidate, s.probe)
+    if refusal:
+        return refusal
+    if s.current is None:
+        return Refuse(Reason.NOT_CONNECTED, "the ZooKeeper session is not connected")
+    published = s.current.record
+    if published and _behind(candidate.timeline, published.timeline):
+        return Refuse(
+            Reason.STALE_TIMELINE,
+            f"{candidate.name} is on timeline {candidate.timeline}, "
+            f"{published.node} was published on timeline {published.timeline}",
+        )
+    record = _record(s, candidate, epoch=s.current.last_epoch + 1)
+    if record.same_master(published):
+        assert published is not None
+        return Unchanged(published)
+    if s.guard_version is None:
+        return Refuse(Reason.GUARD_MISSING, f"no live agrajag daemon on {candidate.name}")
+    return Publish(record)
+
+
+def _check_refusal(candidate: Node, probe: ProbeRound) -> Refuse | None:
+    """Exactly the candidate must have accepted the INSERT."""
+    check = probe.by_name(candidate.name)
+    if check is None:
+        return Refuse(Reason.CHECK_FAILED, f"{candidate.name} has no connection info to check")
+    if probe.writable != (candidate.name,):
+        return Refuse(
+            Reason.CHECK_FAILED,
+            f"{candidate.name}: {check.outcome}{': ' + check.detail if check.detail else ''}",
+        )
+    return None
+
+
+def _behind(candidate: int | None, published: int | None) -> bool:
+    """A lower timeline than the published one means an old view; unknown ones compare equal."""
+    return candidate is not None and published is not None and candidate < published
+
+
+def _record(s: Situation, node: Node, epoch: int) -> MasterRecord:
+    assert node.host is not None and node.port is not None  # the INSERT check connected to it
+    return MasterRecord(
+        cluster=s.cluster,
+        epoch=epoch,
+        node_id=node.node_id,
+        node=node.name,
+        host=node.host,
+        port=node.port,
+        timeline=node.timeline,
+        published_by=s.me,
+        published_at=s.now,
+        evidence=evidence(s.view, s.probe),
+    )
+
+
+def evidence(view: ClusterView, probe: ProbeRound) -> dict[str, Any]:
+    """What the publisher saw, kept in the record and the history for the humans."""
+    return {
+        "repmgr": [
+            {
+                "id": n.node_id,
+                "name": n.name,
+                "role": n.role,
+                "status": f"{n.status_marker} {n.status}".strip(),
+                "timeline": n.timeline,
+            }
+            for n in view.nodes
+        ],
+        "checks": {c.name: str(c.outcome) for c in probe.checks},
+        "writable": list(probe.writable),
+    }

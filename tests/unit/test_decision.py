@@ -1,0 +1,164 @@
+"""The publishing rules, case by case, on plain values: no ZooKeeper, no PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from agrajag.decision import Publish, Reason, Refuse, Situation, Unchanged, decide
+from agrajag.probe import NodeCheck, Outcome, ProbeRound
+from agrajag.record import MasterRecord
+from agrajag.registry import Current
+from agrajag.repmgr import parse_cluster_show
+
+HEADER = (
+    " ID | Name | Role | Status | Upstream | Location | Priority | Timeline | Connection string\n"
+    "----+------+------+--------+----------+----------+----------+----------+------------------\n"
+)
+
+
+def view(*rows: str):  # type: ignore[no-untyped-def]
+    return parse_cluster_show(HEADER + "\n".join(rows) + "\n")
+
+
+def row(i: int, role: str, status: str, tli: int | None, upstream: str = "") -> str:
+    conninfo = f"host=10.0.0.{i} port=5432 dbname=repmgr"
+    tl = "" if tli is None else str(tli)
+    return f" {i}  | node{i} | {role} | {status} | {upstream} | default | 100 | {tl} | {conninfo}"
+
+
+HEALTHY = view(
+    row(1, "primary", "* running", 1),
+    row(2, "standby", "  running", 1, "node1"),
+    row(3, "standby", "  running", 1, "node1"),
+)
+FAILED_OVER = view(
+    row(1, "primary", "- failed", None, "?"),
+    row(2, "primary", "* running", 2),
+    row(3, "standby", "  running", 2, "node2"),
+)
+
+
+def probe(**outcomes: Outcome) -> ProbeRound:
+    return ProbeRound(tuple(NodeCheck(n, o, 0.01, "") for n, o in outcomes.items()))
+
+
+W, RO, DOWN = Outcome.WRITABLE, Outcome.READ_ONLY, Outcome.UNREACHABLE
+
+
+def published(node: int, epoch: int, timeline: int | None) -> MasterRecord:
+    return MasterRecord(
+        cluster="main",
+        epoch=epoch,
+        node_id=node,
+        node=f"node{node}",
+        host=f"10.0.0.{node}",
+        port=5432,
+        timeline=timeline,
+        published_by="node3",
+        published_at="2026-11-22T00:00:00.000Z",
+    )
+
+
+def situation(**changes: object) -> Situation:
+    base = Situation(
+        cluster="main",
+        me="node3",
+        view=HEALTHY,
+        probe=probe(node1=W, node2=RO, node3=RO),
+        current=Current(None, -1, 0),
+        guard_version=0,
+        now="2026-11-22T01:00:00.000Z",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_first_publish_names_the_primary_at_epoch_one() -> None:
+    decision = decide(situation())
+    assert isinstance(decision, Publish)
+    r = decision.record
+    assert (r.node, r.host, r.port, r.epoch, r.timeline) == ("node1", "10.0.0.1", 5432, 1, 1)
+    assert r.published_by == "node3"
+    assert r.evidence["writable"] == ["node1"]
+    assert r.evidence["checks"] == {"node1": "writable", "node2": "read_only", "node3": "read_only"}
+
+
+def test_failover_publishes_the_new_primary_at_the_next_epoch() -> None:
+    current = Current(published(1, 4, 1), version=7, last_epoch=4)
+    decision = decide(
+        situation(view=FAILED_OVER, probe=probe(node1=DOWN, node2=W, node3=RO), current=current)
+    )
+    assert isinstance(decision, Publish)
+    assert (decision.record.node, decision.record.epoch) == ("node2", 5)
+
+
+def test_republishing_the_same_master_changes_nothing() -> None:
+    current = Current(published(1, 4, 1), version=7, last_epoch=4)
+    decision = decide(situation(current=current))
+    assert decision == Unchanged(current.record)  # type: ignore[arg-type]
+
+
+def test_an_unreadable_master_znode_is_replaced_above_the_history_epoch() -> None:
+    current = Current(None, version=3, last_epoch=9, problem="not JSON")
+    decision = decide(situation(current=current))
+    assert isinstance(decision, Publish) and decision.record.epoch == 10
+
+
+@pytest.mark.parametrize(
+    ("rows", "reason"),
+    [
+        ((row(1, "primary", "- failed", None), row(2, "standby", "  running", 1)), "no_primary"),
+        (
+            (row(1, "primary", "* running", 1), row(2, "primary", "* running", 2)),
+            "multiple_primaries",
+        ),
+        (
+            # The old primary back without rejoin, as it sees itself: stale metadata.
+            (row(1, "primary", "* running", 1), row(2, "standby", "! running as primary", 2)),
+            "anomaly",
+        ),
+    ],
+)
+def test_no_safe_answer_from_repmgr_is_refused(rows: tuple[str, ...], reason: str) -> None:
+    decision = decide(situation(view=view(*rows), probe=probe(node1=W, node2=RO)))
+    assert isinstance(decision, Refuse) and decision.reason == Reason(reason)
+
+
+def test_two_writable_nodes_is_split_brain_whatever_repmgr_says() -> None:
+    decision = decide(situation(probe=probe(node1=W, node2=W, node3=RO)))
+    assert decision == Refuse(Reason.SPLIT_BRAIN, "writable: node1, node2")
+
+
+@pytest.mark.parametrize("outcome", [RO, DOWN, Outcome.TIMEOUT, Outcome.AUTH_FAILED])
+def test_a_primary_that_does_not_take_the_insert_is_not_published(outcome: Outcome) -> None:
+    decision = decide(situation(probe=probe(node1=outcome, node2=RO, node3=RO)))
+    assert isinstance(decision, Refuse) and decision.reason is Reason.CHECK_FAILED
+    assert decision.detail.startswith(f"node1: {outcome}")
+
+
+def test_another_writable_node_than_repmgrs_primary_is_refused() -> None:
+    decision = decide(situation(probe=probe(node1=DOWN, node2=W, node3=RO)))
+    assert isinstance(decision, Refuse) and decision.reason is Reason.CHECK_FAILED
+
+
+def test_a_lower_timeline_never_rolls_the_master_back() -> None:
+    current = Current(published(2, 5, 2), version=1, last_epoch=5)
+    decision = decide(situation(current=current))  # node1 on timeline 1
+    assert isinstance(decision, Refuse) and decision.reason is Reason.STALE_TIMELINE
+
+
+def test_unknown_timelines_do_not_block() -> None:
+    current = Current(published(2, 5, None), version=1, last_epoch=5)
+    decision = decide(situation(current=current))
+    assert isinstance(decision, Publish) and decision.record.epoch == 6
+
+
+def test_no_liveness_node_for_the_new_master_is_refused() -> None:
+    decision = decide(situation(guard_version=None))
+    assert isinstance(decision, Refuse) and decision.reason is Reason.GUARD_MISSING
+
+
+def test_without_zookeeper_nothing_is_published() -> None:
+    decision = decide(situation(current=None))
+    assert isinstance(decision, Refuse) and decision.reason is Reason.NOT_CONNECTED

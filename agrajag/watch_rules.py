@@ -1,0 +1,119 @@
+"""The watcher's decisions as pure functions of values, so they are tested without ZooKeeper.
+
+Which record read from a znode may replace the last one, whether routing stays open while
+ZooKeeper is silent, and how long a failing sink waits before the next try. The loop in
+`agrajag.watcher` only gathers the values and acts on the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from agrajag.record import MasterRecord
+
+
+class Reason(StrEnum):
+    """Why a record was refused; stable, they are metric labels."""
+
+    INVALID = "invalid"  # not valid JSON of the schema, or a field unsafe for a config file
+    STALE_EPOCH = "stale_epoch"  # would roll the master back (or rewrite an epoch)
+    WRONG_CLUSTER = "wrong_cluster"  # the record names another cluster than its znode
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The record to follow from now on; `changed` when it differs from the last one."""
+
+    record: MasterRecord
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: Reason
+    detail: str
+
+
+def accept(cluster: str, read: MasterRecord | str, last: MasterRecord | None) -> Accepted | Refused:
+    """Judge what the znode of `cluster` holds (`read`: the record, or why it is unreadable)
+    against `last`, the newest record accepted so far.
+
+    An epoch never goes back; an epoch once seen keeps its master (the daemon bumps the epoch
+    on every change of master, so the same epoch naming another server is not trustworthy).
+    Re-reading the same master at the same epoch keeps `last` as it is: nothing to apply.
+
+    >>> rec = MasterRecord("main", 4, 1, "node1", "10.0.0.1", 5432, 1, "node1", "t", {})
+    >>> accept("main", rec, None).changed
+    True
+    >>> accept("main", rec, rec).changed
+    False
+    >>> accept("other", rec, None).reason
+    <Reason.WRONG_CLUSTER: 'wrong_cluster'>
+    """
+    if isinstance(read, str):
+        return Refused(Reason.INVALID, read)
+    if read.cluster != cluster:
+        return Refused(
+            Reason.WRONG_CLUSTER,
+            f"the record names cluster {read.cluster!r}, its znode belongs to {cluster!r}",
+        )
+    if last is None or read.epoch > last.epoch:
+        return Accepted(read, changed=True)
+    if read.epoch < last.epoch:
+        return Refused(
+            Reason.STALE_EPOCH,
+            f"epoch {read.epoch} is lower than epoch {last.epoch} already accepted",
+        )
+    if read.same_master(last):
+        return Accepted(last, changed=False)
+    return Refused(
+        Reason.STALE_EPOCH,
+        f"epoch {read.epoch} already names {last.node} at {last.host}:{last.port}, "
+        f"not {read.node} at {read.host}:{read.port}",
+    )
+
+
+class FailMode(StrEnum):
+    """What the sinks route to while ZooKeeper does not answer."""
+
+    OPEN = "open"  # keep routing to the last good master
+    CLOSED = "closed"  # after a grace period, route nowhere
+
+
+def routed(
+    accepted: Mapping[str, MasterRecord],
+    mode: FailMode,
+    silent_for: float,
+    closed_after: float,
+) -> dict[str, MasterRecord]:
+    """The records the sinks render: the accepted ones, or none at all once a fail-closed
+    watcher has not heard from ZooKeeper for `closed_after` seconds. A cluster missing from
+    the answer has no master: the sinks render it without a server.
+
+    >>> rec = MasterRecord("main", 4, 1, "node1", "10.0.0.1", 5432, 1, "node1", "t", {})
+    >>> routed({"main": rec}, FailMode.OPEN, 3600, 30) == {"main": rec}
+    True
+    >>> routed({"main": rec}, FailMode.CLOSED, 30, 30)
+    {}
+    """
+    if mode is FailMode.CLOSED and silent_for >= closed_after:
+        return {}
+    return dict(accepted)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long a failing sink waits: doubling from `initial_s`, never beyond `max_s`."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        """The wait after the `failures`-th failure in a row (1 for the first).
+
+        >>> [Backoff(1, 10).delay(n) for n in range(1, 7)]
+        [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+        """
+        return float(min(self.max_s, self.initial_s * 2 ** min(failures - 1, 62)))

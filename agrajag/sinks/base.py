@@ -1,0 +1,425 @@
+"""What every sink shares: the result and error types, settings parsing, and confd's pipeline.
+
+A sink turns the master records into one configuration file and makes a program use it:
+render (Jinja2) -> stage (a temp file beside the destination) -> check (the program's own
+validator) -> swap (atomic rename) -> activate (reload, runtime API, session cuts). Unlike
+confd it never ignores an error: when activation fails the old file is put back, the sink's
+rollback runs, and a `SinkError` names the sink, step and file. Retrying is the watcher's job.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import jinja2
+
+from agrajag.errors import AgrajagError, ConfigError
+from agrajag.record import MasterRecord, is_plain_name
+
+T = TypeVar("T")
+
+#: Keys every sink section accepts besides its own (`type` is read by `build_sink`).
+COMMON_KEYS = frozenset({"type", "name", "dest", "clusters", "params", "mode", "timeout_s"})
+
+
+class SinkError(AgrajagError):
+    """A sink could not apply a configuration; says which sink, at which step, on which file."""
+
+    def __init__(self, sink: str, step: str, path: Path | str, detail: str) -> None:
+        super().__init__(f"sink {sink!r}: {step} {path}: {detail}")
+        self.sink = sink
+        self.step = step
+        self.path = str(path)
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one `apply` did. `action` is a stable name (it becomes a log field and label):
+    `unchanged`, `written` (file only), `runtime` (HAProxy runtime API), `reload`.
+    `cut_sessions` counts client sessions cut, None when the program does not say."""
+
+    changed: bool
+    action: str
+    cut_sessions: int | None = None
+    detail: str = ""
+
+
+UNCHANGED = ApplyResult(changed=False, action="unchanged")
+
+
+class Sink(Protocol):
+    """Something that routes clients to the masters in `records` (cluster name -> record)."""
+
+    name: str
+
+    def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult: ...
+
+
+class SettingsReader:
+    """Reads one sink section of the YAML; every error names the source and the key."""
+
+    def __init__(self, data: Mapping[str, object], source: str, keys: Iterable[str]) -> None:
+        """`keys`: the keys this section may have (usually `COMMON_KEYS | {...}`)."""
+        self.data = data
+        self.source = source
+        unknown = sorted(set(data) - set(keys))
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+    def error(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.source}.{key}: {why}")
+
+    def _get(self, key: str, kind: type[T], default: T | None) -> T:
+        value = self.data.get(key, default)
+        if value is None:
+            raise self.error(key, "missing")
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.error(key, f"must be {kind.__name__}, got {value!r}")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self._get(key, str, default)
+        if not value.strip():
+            raise self.error(key, "must not be empty")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return None if self.data.get(key) is None else self.text(key)
+
+    def name(self, key: str = "name") -> str:
+        value = self.text(key)
+        if not is_plain_name(value):
+            raise self.error(key, f"must be a plain name, got {value!r}")
+        return value
+
+    def choice(self, key: str, choices: Sequence[str]) -> str:
+        value = self.text(key, choices[0])
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def integer(self, key: str, low: int, high: int, default: int | None = None) -> int:
+        value = self._get(key, int, default)
+        if not low <= value <= high:
+            raise self.error(key, f"must be within {low}-{high}, got {value}")
+        return value
+
+    def seconds(self, key: str, default: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.error(key, f"must be a positive number of seconds, got {value!r}")
+        return float(value)
+
+    def path(self, key: str, default: str | None = None) -> Path:
+        path = Path(self.text(key, default))
+        if not path.is_absolute():
+            raise self.error(key, f"must be an absolute path, got {str(path)!r}")
+        return path
+
+    def existing_file(self, key: str, default: str | None = None) -> Path:
+        path = self.path(key, default)
+        if not path.is_file():
+            raise self.error(key, f"file not found: {path}")
+        return path
+
+    def file_in_existing_dir(self, key: str) -> Path:
+        path = self.path(key)
+        if not path.parent.is_dir():
+            raise self.error(key, f"directory not found: {path.parent}")
+        return path
+
+    def command(self, key: str) -> tuple[str, ...] | None:
+        """A command line split like a shell would (no shell runs it); its program must exist."""
+        line = self.optional_text(key)
+        if line is None:
+            return None
+        try:
+            argv = tuple(shlex.split(line))
+        except ValueError as exc:
+            raise self.error(key, f"cannot split {line!r}: {exc}") from None
+        if shutil.which(argv[0]) is None:
+            raise self.error(key, f"command not found: {argv[0]}")
+        return argv
+
+    def mode(self, key: str = "mode") -> int | None:
+        """A file mode: an int (YAML reads 0644 as octal) or an octal string such as "0640"."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        try:
+            mode = (
+                value
+                if isinstance(value, int) and not isinstance(value, bool)
+                else int(str(value), 8)
+            )
+        except ValueError:
+            mode = -1
+        if not 0 <= mode <= 0o7777:
+            raise self.error(key, f"must be an octal file mode such as 0644, got {value!r}")
+        return mode
+
+    def names(self, key: str) -> frozenset[str] | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and is_plain_name(v) for v in value
+        ):
+            raise self.error(key, f"must be a list of cluster names, got {value!r}")
+        return frozenset(value)
+
+    def mapping(self, key: str) -> Mapping[str, object]:
+        value = self.data.get(key, {})
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise self.error(key, f"must be a mapping, got {value!r}")
+        return value
+
+    def file_settings(self, template_key: str) -> FileSettings:
+        return FileSettings(
+            name=self.name(),
+            template=self.existing_file(template_key),
+            dest=self.file_in_existing_dir("dest"),
+            clusters=self.names("clusters"),
+            params=self.mapping("params"),
+            mode=self.mode(),
+            timeout_s=self.seconds("timeout_s", 10.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileSettings:
+    """The keys every sink has: `name`, the template, `dest`, `clusters` (None: all the
+    records given), `params` (free values for the template), `mode` (None: keep the
+    existing file's, 0644 for a new file) and `timeout_s` (bounds every command and wait)."""
+
+    name: str
+    template: Path
+    dest: Path
+    clusters: frozenset[str] | None = None
+    params: Mapping[str, object] = field(default_factory=dict)
+    mode: int | None = None
+    timeout_s: float = 10.0
+
+
+def template_context(
+    records: Mapping[str, MasterRecord],
+    clusters: frozenset[str] | None,
+    params: Mapping[str, object],
+) -> dict[str, object]:
+    """What templates see: `clusters` {name: record as a dict, or None when that cluster has
+    no master to route to (render it without a server)}, sorted by name, and `params`."""
+    names = sorted(records if clusters is None else clusters)
+    return {
+        "clusters": {
+            name: _record_dict(records[name]) if name in records else None for name in names
+        },
+        "params": params,
+    }
+
+
+def _record_dict(record: MasterRecord) -> dict[str, object]:
+    keys = ("cluster", "epoch", "node", "node_id", "host", "port", "timeline")
+    return {key: getattr(record, key) for key in keys}
+
+
+def render(template: Path, context: Mapping[str, object]) -> str:
+    """Render with StrictUndefined; raises jinja2 errors and whatever template code raises."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template.parent),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template(template.name).render(context)
+
+
+def template_location(exc: BaseException, template: Path) -> str:
+    """Where in the template (file:line) an error from `render` comes from, as well as known.
+
+    Jinja rewrites tracebacks so that template frames carry the template's file and line.
+    """
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"{exc.filename or template}:{exc.lineno}"
+    frames = [
+        (frame.f_code.co_filename, lineno)
+        for frame, lineno in traceback.walk_tb(exc.__traceback__)
+        if frame.f_code.co_filename.startswith(str(template.parent) + os.sep)
+    ]
+    filename, lineno = frames[-1] if frames else (str(template), None)
+    return f"{filename}:{lineno}" if lineno else filename
+
+
+def stage(dest: Path, data: bytes, mode: int | None) -> Path:
+    """Write `data` to a new temp file beside `dest` (same directory, so the rename is atomic)
+    with `dest`'s mode and owner, and return its path; the caller removes or renames it."""
+    like = _stat_or_none(dest)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".staged")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        path.chmod(mode if mode is not None else (like.st_mode & 0o7777 if like else 0o644))
+        if like and (like.st_uid, like.st_gid) != _owner(path):
+            os.chown(path, like.st_uid, like.st_gid)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _owner(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid
+
+
+def read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def replace_file(dest: Path, data: bytes | None, mode: int | None = None) -> None:
+    """Atomically make `dest` hold `data` (None: no file at all)."""
+    if data is None:
+        dest.unlink(missing_ok=True)
+        return
+    path = stage(dest, data, mode)
+    try:
+        os.replace(path, dest)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def run_command(argv: Sequence[str], timeout: float) -> None:
+    """Run a program (no shell) with a deadline; a failure raises RuntimeError quoting stderr."""
+    command = shlex.join(argv)
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{command}: no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise RuntimeError(f"{command}: {exc}") from None
+    if done.returncode != 0:
+        output = (done.stderr.strip() or done.stdout.strip())[-2000:]
+        raise RuntimeError(f"{command} exited {done.returncode}: {output!r}")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, interval: float = 0.02) -> T | None:
+    """Poll `check` until it returns a value (not None) or `timeout` passes (then None).
+
+    An OSError counts as "not yet": a program that is reloading refuses connections briefly.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value is not None:
+                return value
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+class FileSink(ABC):
+    """The pipeline around one file; a product's sink says how to check and activate it."""
+
+    def __init__(self, files: FileSettings) -> None:
+        self.name = files.name
+        self.files = files
+
+    def error(self, step: str, detail: str, path: Path | None = None) -> SinkError:
+        return SinkError(self.name, step, path or self.files.dest, detail)
+
+    def render(self, records: Mapping[str, MasterRecord]) -> str:
+        files = self.files
+        context = template_context(records, files.clusters, files.params)
+        try:
+            return render(files.template, context)
+        except Exception as exc:  # template code can raise anything; name where it did
+            where = template_location(exc, files.template)
+            raise SinkError(self.name, "render", where, f"{type(exc).__name__}: {exc}") from exc
+
+    def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult:
+        """Render, and when the text differs from the file: stage, check, swap, activate.
+        If activation fails, the old file is put back and `rollback` runs."""
+        new_text = self.render(records)
+        new = new_text.encode()
+        dest = self.files.dest
+        old = read_or_none(dest)
+        if old == new:
+            return UNCHANGED
+        old_text = None if old is None else old.decode(errors="replace")
+        try:
+            path = stage(dest, new, self.files.mode)
+        except OSError as exc:
+            raise self.error("stage", str(exc)) from exc
+        try:
+            self.check(path, new_text)
+            os.replace(path, dest)
+        except OSError as exc:
+            raise self.error("swap", str(exc)) from exc
+        finally:
+            path.unlink(missing_ok=True)
+        try:
+            return self.activate(old_text, new_text)
+        except SinkError as exc:
+            self._restore(old, new_text, exc)
+            raise
+
+    def _restore(self, old: bytes | None, new_text: str, failure: SinkError) -> None:
+        try:
+            replace_file(self.files.dest, old, self.files.mode)
+            self.rollback(None if old is None else old.decode(errors="replace"), new_text)
+        except (OSError, SinkError) as exc:
+            raise self.error("restore", f"{exc} (after: {failure})") from exc
+
+    def check_command(self, argv: Sequence[str], staged_path: Path) -> None:
+        """Run a validator on the staged file; failure raises SinkError quoting its stderr."""
+        try:
+            run_command(argv, self.files.timeout_s)
+        except RuntimeError as exc:
+            raise self.error("check", str(exc), staged_path) from None
+
+    @abstractmethod
+    def check(self, staged_path: Path, text: str) -> None:
+        """Validate the staged file (it is not in place yet); raise SinkError to refuse it."""
+
+    @abstractmethod
+    def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
+        """Make the program use the swapped-in file; raise SinkError on failure."""
+
+    @abstractmethod
+    def rollback(self, old_text: str | None, new_text: str) -> None:
+        """Make the program use the restored old file again (None: there was no file)."""

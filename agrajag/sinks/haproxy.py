@@ -1,0 +1,356 @@
+"""The HAProxy sink: rewrite haproxy.cfg, switch servers at runtime or reload, cut old sessions.
+
+YAML (one item of `sinks:` in watch.yaml)::
+
+    - type: haproxy
+      name: haproxy
+      template: /etc/agrajag/haproxy.cfg.j2     # renders the whole haproxy.cfg
+      dest: /etc/haproxy/haproxy.cfg
+      stats_socket: /run/haproxy/admin.sock     # `stats socket ... level admin`
+      master_socket: /run/haproxy-master.sock   # haproxy -W -S <this> (Debian: EXTRAOPTS)
+      haproxy_bin: /usr/sbin/haproxy            # optional; checks with `haproxy -c -f STAGED`
+      clusters: [main]                          # optional; default: every cluster followed
+      params: {}                                # optional; free values for the template
+      mode: 0644                                # optional; default: keep dest's mode
+      timeout_s: 10                             # optional; bounds the check, sockets, reload
+
+Naming: the template names things; the sink reads the rendered `server` lines of `backend`
+and `listen` sections and compares them by (proxy, server) name with the running file. The
+shipped template gives each cluster `listen <cluster>` with one `server primary`. Keep the
+names stable and put nothing that changes with the master outside the server's address.
+
+Apply:
+- Only server addresses changed, to IP literals: `set server P/S addr IP port N` through the
+  stats socket; no reload.
+- Anything else (new cluster, a host name, another directive): reload through the master
+  socket, then wait until a new worker runs and every previous worker is soft-stopping.
+- Either way, sessions still held to a server whose address changed (or that is gone) are
+  cut in every worker, old ones included: `show sess` then `shutdown session ID` through the
+  master CLI's `@!<pid>` prefix. (`shutdown sessions server` answers "Proxy is disabled" in
+  a soft-stopping worker, and a reload's old worker keeps its sessions; verified on 2.6.)
+- HAProxy restores addresses from `server-state-file` over the config's (verified on 2.6):
+  when the global section names one, the sink rewrites it from `show servers state` before
+  every reload, leaving out the servers whose address changes, so the new config wins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from agrajag.sinks.base import (
+    COMMON_KEYS,
+    ApplyResult,
+    FileSettings,
+    FileSink,
+    SettingsReader,
+    replace_file,
+    wait_for,
+)
+
+#: One CLI exchange: (socket path, command line) -> the whole answer. Tests pass a function.
+Cli = Callable[[Path, str], str]
+ServerKey = tuple[str, str]
+
+_SECTIONS = frozenset(
+    {"global", "defaults", "frontend", "backend", "listen", "peers", "resolvers", "userlist"}
+    | {"mailers", "program", "http-errors", "ring", "cache", "fcgi-app"}
+)
+_PROXIES = frozenset({"backend", "listen"})
+_CLI_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_SESSION = re.compile(r"^(0x[0-9a-f]+): .*? be=(\S+) srv=(\S+)", re.MULTILINE)
+_ADDRESS_SET = re.compile(r"^(IP changed from|no need to change the addr)")
+_NOT_THERE = ("No such session", "Can't find the target PID")
+_SHUTDOWNS_PER_LINE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A server's `host:port` (`[v6]:port` too); port None when the config gives none."""
+
+    host: str
+    port: int | None
+
+    @classmethod
+    def parse(cls, token: str) -> Address:
+        """
+        >>> Address.parse("10.0.0.1:5432"), Address.parse("[::1]:5432")
+        (Address(host='10.0.0.1', port=5432), Address(host='::1', port=5432))
+        >>> Address.parse("db1")
+        Address(host='db1', port=None)
+        """
+        host, colon, port = token.rpartition(":")
+        if not colon or not host or not port.isdigit():
+            return cls(token, None)
+        return cls(host.removeprefix("[").removesuffix("]"), int(port))
+
+    def settable_at_runtime(self) -> bool:
+        """`set server ... addr` takes an IP address, not a name to resolve."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return self.port is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigShape:
+    """A rendered haproxy.cfg as the sink compares it: its directives with server addresses
+    masked (comments and spacing dropped), the servers' addresses, and the state file."""
+
+    lines: tuple[tuple[str, ...], ...]
+    servers: Mapping[ServerKey, Address]
+    state_file: str | None
+
+    @classmethod
+    def of(cls, text: str) -> ConfigShape:
+        lines: list[tuple[str, ...]] = []
+        servers: dict[ServerKey, Address] = {}
+        globals_: dict[str, str] = {}
+        section, proxy = "", None
+        for words in _directives(text):
+            if words[0] in _SECTIONS:
+                section = words[0]
+                proxy = words[1] if section in _PROXIES and len(words) > 1 else None
+            elif proxy is not None and words[0] == "server" and len(words) >= 3:
+                servers[(proxy, words[1])] = Address.parse(words[2])
+                words = (*words[:2], "<address>", *words[3:])
+            elif section == "global" and len(words) > 1:
+                globals_[words[0]] = words[1].strip("\"'")
+            lines.append(words)
+        return cls(tuple(lines), servers, _state_file(globals_))
+
+
+def _directives(text: str) -> Iterator[tuple[str, ...]]:
+    """The words of each line up to a comment (a word starting with # before any quote)."""
+    for line in text.splitlines():
+        words: list[str] = []
+        for word in line.split():
+            if word.startswith("#") and not any(q in w for w in words for q in "\"'"):
+                break
+            words.append(word)
+        if words:
+            yield tuple(words)
+
+
+def _state_file(globals_: Mapping[str, str]) -> str | None:
+    name = globals_.get("server-state-file")
+    if name is None or name.startswith("/"):
+        return name
+    base = globals_.get("server-state-base")
+    return f"{base.rstrip('/')}/{name}" if base else name
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a change of file asks of HAProxy: `runtime` when `moves` (servers whose address
+    changed) can be applied without a reload; `cut`: servers whose sessions must end."""
+
+    runtime: bool
+    moves: Mapping[ServerKey, Address]
+    cut: frozenset[ServerKey]
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{p}/{s} -> {a.host}:{a.port}" for (p, s), a in sorted(self.moves.items())
+        )
+
+
+def plan_change(old_text: str | None, new_text: str) -> Plan:
+    """Compare the running file with the new one (see the module docstring for the rules)."""
+    new = ConfigShape.of(new_text)
+    if old_text is None:
+        return Plan(runtime=False, moves={}, cut=frozenset())
+    old = ConfigShape.of(old_text)
+    moves = {k: a for k, a in new.servers.items() if k in old.servers and old.servers[k] != a}
+    runtime = old.lines == new.lines and all(
+        address.settable_at_runtime() and all(_CLI_NAME.match(n) for n in key)
+        for key, address in moves.items()
+    )
+    return Plan(runtime, moves, frozenset(moves) | (old.servers.keys() - new.servers.keys()))
+
+
+@dataclass(frozen=True, slots=True)
+class Processes:
+    """`show proc` on the master CLI: current and old worker pids, failed reloads so far."""
+
+    workers: frozenset[int]
+    old_workers: frozenset[int]
+    failed_reloads: int
+
+    @classmethod
+    def parse(cls, text: str) -> Processes:
+        found: dict[str, set[int]] = {"workers": set(), "old workers": set()}
+        section, failed = "", 0
+        for line in text.splitlines():
+            words = line.split()
+            if line.startswith("# "):
+                section = line[2:].strip()
+            elif len(words) > 1 and words[0].isdigit() and words[1] == "master":
+                match = re.search(r"\[failed: (\d+)\]", line)
+                failed = int(match[1]) if match else 0
+            elif words and words[0].isdigit() and section in found:
+                found[section].add(int(words[0]))
+        return cls(frozenset(found["workers"]), frozenset(found["old workers"]), failed)
+
+
+def sessions_to(show_sess: str, servers: frozenset[ServerKey]) -> list[str]:
+    """The ids of the sessions in a `show sess` answer whose backend/server is in `servers`."""
+    return [m[1] for m in _SESSION.finditer(show_sess) if (m[2], m[3]) in servers]
+
+
+def without_servers(state: str, servers: frozenset[ServerKey]) -> str:
+    """A `show servers state` answer without the lines of `servers` (be_name, srv_name)."""
+    kept = [
+        line
+        for line in state.splitlines()
+        if not (len(words := line.split()) > 3 and (words[1], words[3]) in servers)
+    ]
+    return "\n".join(kept) + "\n"
+
+
+def unix_command(path: Path, command: str, timeout: float) -> str:
+    """Send one command line to an HAProxy CLI socket and read the whole answer. The master
+    CLI answers only once the client has shut down its writing side."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(command.encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    files: FileSettings
+    stats_socket: Path
+    master_socket: Path
+    haproxy_bin: Path = Path("/usr/sbin/haproxy")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object], source: str) -> Settings:
+        read = SettingsReader(
+            data, source, COMMON_KEYS | {"template", "stats_socket", "master_socket", "haproxy_bin"}
+        )
+        return cls(
+            files=read.file_settings("template"),
+            stats_socket=read.path("stats_socket"),
+            master_socket=read.path("master_socket"),
+            haproxy_bin=read.existing_file("haproxy_bin", "/usr/sbin/haproxy"),
+        )
+
+
+class HAProxySink(FileSink):
+    def __init__(self, settings: Settings, cli: Cli | None = None) -> None:
+        super().__init__(settings.files)
+        self.settings = settings
+        self.cli = cli or partial(unix_command, timeout=settings.files.timeout_s)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object], source: str) -> HAProxySink:
+        return cls(Settings.from_mapping(data, source))
+
+    def check(self, staged_path: Path, text: str) -> None:
+        state_file = ConfigShape.of(text).state_file
+        if state_file is not None and not state_file.startswith("/"):
+            raise self.error("check", f"server-state-file {state_file!r} is not absolute")
+        argv = [str(self.settings.haproxy_bin), "-c", "-q", "-f", str(staged_path)]
+        self.check_command(argv, staged_path)
+
+    def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
+        plan = plan_change(old_text, new_text)
+        if plan.runtime:
+            self._set_addresses(plan.moves)
+            self._save_state(new_text, forget=frozenset())
+            action = "runtime" if plan.moves else "written"
+        else:
+            self._save_state(new_text, forget=plan.cut)
+            self._reload()
+            action = "reload"
+        cut = self._cut_sessions(plan.cut)
+        return ApplyResult(changed=True, action=action, cut_sessions=cut, detail=plan.describe())
+
+    def rollback(self, old_text: str | None, new_text: str) -> None:
+        """Reload the restored file, its addresses winning over the state file's."""
+        if old_text is not None:
+            self._save_state(old_text, forget=plan_change(new_text, old_text).cut)
+            self._reload()
+
+    def _call(self, sock: Path, command: str, step: str) -> str:
+        try:
+            return self.cli(sock, command)
+        except OSError as exc:
+            raise self.error(step, f"{command!r} on {sock}: {exc}") from exc
+
+    def _set_addresses(self, moves: Mapping[ServerKey, Address]) -> None:
+        for (proxy, server), address in sorted(moves.items()):
+            command = f"set server {proxy}/{server} addr {address.host} port {address.port}"
+            answer = self._call(self.settings.stats_socket, command, "runtime").strip()
+            if not _ADDRESS_SET.match(answer):
+                raise self.error("runtime", f"{command!r}: {answer!r}")
+
+    def _save_state(self, config_text: str, forget: frozenset[ServerKey]) -> None:
+        """Rewrite the config's server-state-file from the running worker, minus `forget`."""
+        state_file = ConfigShape.of(config_text).state_file
+        if state_file is None:
+            return
+        state = self._call(self.settings.stats_socket, "show servers state", "reload")
+        try:
+            replace_file(Path(state_file), without_servers(state, forget).encode())
+        except OSError as exc:
+            raise self.error("reload", f"writing {state_file}: {exc}") from exc
+
+    def _processes(self, step: str) -> Processes:
+        return Processes.parse(self._call(self.settings.master_socket, "show proc", step))
+
+    def _reload(self) -> None:
+        before = self._processes("reload")
+        self._call(self.settings.master_socket, "reload", "reload")
+        timeout = self.files.timeout_s
+        if wait_for(lambda: self._reloaded(before), timeout) is None:
+            raise self.error("reload", f"no new worker ready within {timeout:g} s")
+
+    def _reloaded(self, before: Processes) -> bool | None:
+        """True once a new worker runs and the previous ones stopped accepting; raises when
+        the master counts a failed reload (HAProxy keeps the previous workers then)."""
+        now = Processes.parse(self.cli(self.settings.master_socket, "show proc"))
+        if now.failed_reloads > before.failed_reloads:
+            raise self.error("reload", "HAProxy refused the configuration (see its log)")
+        if not now.workers - before.workers:
+            return None
+        return all(self._stopping(pid) for pid in before.workers) or None
+
+    def _stopping(self, pid: int) -> bool:
+        answer = self.cli(self.settings.master_socket, f"@!{pid} show info")
+        return "Stopping: 1" in answer or answer.startswith(_NOT_THERE[1])
+
+    def _cut_sessions(self, servers: frozenset[ServerKey]) -> int:
+        """End every session to `servers` in every worker; how many were cut."""
+        if not servers:
+            return 0
+        processes = self._processes("cut")
+        cut = 0
+        for pid in sorted(processes.workers | processes.old_workers):
+            listing = self._call(self.settings.master_socket, f"@!{pid} show sess", "cut")
+            cut += self._shutdown(pid, sessions_to(listing, servers))
+        return cut
+
+    def _shutdown(self, pid: int, sessions: Sequence[str]) -> int:
+        cut = 0
+        for start in range(0, len(sessions), _SHUTDOWNS_PER_LINE):
+            batch = sessions[start : start + _SHUTDOWNS_PER_LINE]
+            line = "; ".join(f"@!{pid} shutdown session {sid}" for sid in batch)
+            answer = self._call(self.settings.master_socket, line, "cut").splitlines()
+            unexpected = [a for a in answer if a.strip() and not a.startswith(_NOT_THERE)]
+            if unexpected:
+                raise self.error("cut", f"worker {pid}: {unexpected[0]!r}")
+            cut += len(batch) - sum(a.startswith(_NOT_THERE) for a in answer)
+        return cut

@@ -1,0 +1,389 @@
+"""The watcher's loop, one step at a time, on an in-memory registry, fake sinks and a fake clock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from agrajag.config import MetricsSettings, ZooKeeperSettings
+from agrajag.metrics import WatcherMetrics
+from agrajag.record import MasterRecord, WatcherAck
+from agrajag.registry import Current, Session, Unavailable
+from agrajag.sinks import ApplyResult, SinkError
+from agrajag.watch_config import WatchConfig
+from agrajag.watch_inbox import Inbox, SessionChanged, Wake
+from agrajag.watch_rules import Backoff, FailMode
+from agrajag.watch_state import Applied, load_state, save_state
+from agrajag.watcher import Watcher
+from tests.unit.test_watcher_rules import record
+
+CONNECTED = SessionChanged(Session.CONNECTED)
+SUSPENDED = SessionChanged(Session.SUSPENDED)
+
+
+class FakeRegistry:
+    """The registry as the watcher sees it, with the znode contents set by the test."""
+
+    root = "/agrajag"
+
+    def __init__(self) -> None:
+        self.session = Session.CONNECTED
+        self.masters: dict[str, Current] = {}
+        self.reads = 0
+        self.acks: list[tuple[str, WatcherAck]] = []
+
+    def on_session(self, listener: Callable[[Session], None]) -> None:
+        pass
+
+    def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
+        pass
+
+    def publish(self, rec: MasterRecord, cluster: str = "main") -> None:
+        self._set(cluster, Current(rec, self._version(cluster) + 1, rec.epoch))
+
+    def corrupt(self, cluster: str, problem: str) -> None:
+        self._set(cluster, Current(None, self._version(cluster) + 1, 0, problem))
+
+    def _version(self, cluster: str) -> int:
+        return self.masters[cluster].version if cluster in self.masters else -1
+
+    def _set(self, cluster: str, current: Current) -> None:
+        self.masters[cluster] = current
+
+    def read_master(self, cluster: str) -> Current:
+        if self.session is not Session.CONNECTED:
+            raise Unavailable("not connected")
+        self.reads += 1
+        return self.masters.get(cluster, Current(None, -1, 0))
+
+    def acknowledge(self, cluster: str, ack: WatcherAck) -> None:
+        if self.session is not Session.CONNECTED:
+            raise Unavailable("not connected")
+        self.acks.append((cluster, ack))
+
+
+class FakeSink:
+    """Remembers every mapping it applied; fails while `failing` is set."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.applied: list[dict[str, MasterRecord]] = []
+        self.attempts = 0
+        self.failing = False
+
+    def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult:
+        self.attempts += 1
+        if self.failing:
+            raise SinkError(self.name, "check", "/etc/fake.cfg", "refused by the check")
+        changed = not self.applied or self.applied[-1] != records
+        self.applied.append(dict(records))
+        return ApplyResult(changed, "written" if changed else "unchanged")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    """A Watcher wired to fakes; `step` runs one loop iteration."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *sink_names: str,
+        fail_mode: FailMode = FailMode.OPEN,
+        closed_after: float = 0.0,
+    ) -> None:
+        self.state_file = tmp_path / "state.json"
+        self.sinks = [FakeSink(name) for name in sink_names or ("a",)]
+        self.registry = FakeRegistry()
+        self.clock = Clock()
+        self.metrics = WatcherMetrics()
+        self.config = WatchConfig(
+            source="watch.yaml",
+            agent="app1",
+            zookeeper=ZooKeeperSettings("127.0.0.1:1"),
+            clusters=("main",),
+            fail_mode=fail_mode,
+            fail_closed_after_s=closed_after,
+            state_file=self.state_file,
+            reconcile_interval_s=5.0,
+            retry_backoff=Backoff(1.0, 8.0),
+            metrics=MetricsSettings(),
+            sinks=tuple(self.sinks),
+        )
+        self._watcher: Watcher | None = None
+
+    @property
+    def watcher(self) -> Watcher:
+        if self._watcher is None:  # built on first use, so a test can write the state first
+            self._watcher = Watcher(
+                self.config, self.registry, self.metrics, Inbox(), clock=self.clock
+            )
+        return self._watcher
+
+    def step(self, *events: Wake | SessionChanged, after: float = 0.0) -> None:
+        self.clock.now += after
+        self.watcher.step(events)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels)
+
+    @property
+    def acked_epochs(self) -> list[int]:
+        return [ack.applied_epoch for _, ack in self.registry.acks]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    yield Rig(tmp_path)
+
+
+def test_the_state_file_is_applied_before_zookeeper_answers(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, {"main": Applied(record(5), "2026-11-22T00:00:00.000Z")})
+    rig.registry.session = Session.SUSPENDED
+    rig.step(SUSPENDED)
+    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.registry.reads == 0 and rig.registry.acks == []
+    assert rig.metric("agrajag_watch_applied_epoch", cluster="main") == 5
+    assert rig.metric("agrajag_watch_fail_mode", agrajag_watch_fail_mode="open") == 1
+
+
+def test_a_restarted_watcher_acknowledges_its_state_once_connected(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, {"main": Applied(record(5), "2026-11-22T00:00:00.000Z")})
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    assert rig.registry.acks == [
+        ("main", WatcherAck("app1", 5, "2026-11-22T00:00:00.000Z", {"a": "written"}))
+    ]
+
+
+def test_with_nothing_known_the_sinks_are_left_alone(rig: Rig) -> None:
+    rig.step(CONNECTED)
+    assert rig.registry.reads == 1
+    assert rig.sinks[0].attempts == 0 and rig.registry.acks == []
+    assert not rig.state_file.exists()
+
+
+def test_a_new_record_is_applied_saved_and_acknowledged(rig: Rig) -> None:
+    rig.step(CONNECTED)
+    rig.registry.publish(record(5))
+    rig.step(Wake.CHANGED)
+    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert load_state(rig.state_file, ["main"])["main"].record == record(5)
+    cluster, ack = rig.registry.acks[-1]
+    assert (cluster, ack.agent, ack.applied_epoch, ack.sinks) == (
+        "main",
+        "app1",
+        5,
+        {"a": "written"},
+    )
+    assert rig.metric("agrajag_watch_published_epoch", cluster="main") == 5
+    assert rig.metric("agrajag_watch_applied_epoch", cluster="main") == 5
+    assert rig.metric("agrajag_watch_applies_total", sink="a", result="changed") == 1
+
+
+def test_rereading_the_same_record_applies_and_acknowledges_nothing_new(rig: Rig) -> None:
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.step(Wake.CHANGED)
+    rig.step(after=5)
+    assert rig.registry.reads == 3
+    assert len(rig.sinks[0].applied) == 1 and rig.acked_epochs == [5]
+
+
+def test_a_failover_is_followed(rig: Rig) -> None:
+    rig.registry.publish(record(5, node=1))
+    rig.step(CONNECTED)
+    rig.registry.publish(record(6, node=2))
+    rig.step(Wake.CHANGED)
+    assert rig.sinks[0].applied[-1] == {"main": record(6, node=2)}
+    assert rig.acked_epochs == [5, 6]
+
+
+def test_the_master_is_reread_on_the_reconcile_timer_without_a_wake_up(rig: Rig) -> None:
+    rig.step(CONNECTED)
+    rig.registry.publish(record(5))  # a watch event lost, as confd's are
+    rig.step(after=4.9)
+    assert rig.sinks[0].applied == []
+    rig.step(after=0.1)
+    assert rig.sinks[0].applied == [{"main": record(5)}]
+
+
+@pytest.mark.parametrize(
+    ("publish", "reason"),
+    [
+        (lambda r: r.corrupt("main", "/agrajag/main/master: key 'host' must be ..."), "invalid"),
+        (lambda r: r.publish(record(4, node=2)), "stale_epoch"),
+        (lambda r: r.publish(record(7, node=2, cluster="other")), "wrong_cluster"),
+    ],
+)
+def test_a_refused_record_keeps_the_last_good_config_and_is_reported_once(
+    rig: Rig,
+    caplog: pytest.LogCaptureFixture,
+    publish: Callable[[FakeRegistry], None],
+    reason: str,
+) -> None:
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    publish(rig.registry)
+    with caplog.at_level(logging.WARNING):
+        rig.step(Wake.CHANGED)
+        rig.step(after=5)
+    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.acked_epochs == [5]
+    assert rig.metric("agrajag_watch_refused_records_total", cluster="main", reason=reason) == 1
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1
+    assert refusals[0].startswith(f"refused /agrajag/main/master (version 1): {reason}: ")
+    assert "/agrajag/main/master: /agrajag/main/master" not in refusals[0]
+
+
+def test_a_failing_sink_is_retried_with_backoff_and_the_others_go_on(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, "broken", "ok")
+    broken, ok = rig.sinks
+    broken.failing = True
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    assert ok.applied == [{"main": record(5)}] and broken.attempts == 1
+    assert not rig.state_file.exists()  # not every sink has epoch 5
+    assert rig.registry.acks == []
+    assert rig.watcher.next_wake() == rig.clock.now + 1.0
+
+    rig.step(after=0.5)
+    assert broken.attempts == 1
+    rig.step(after=0.5)
+    assert broken.attempts == 2
+    assert rig.watcher.next_wake() == rig.clock.now + 2.0  # doubled
+
+    broken.failing = False
+    rig.step(after=2.0)
+    assert broken.applied == [{"main": record(5)}]
+    assert load_state(rig.state_file, ["main"])["main"].record == record(5)
+    assert rig.registry.acks[-1][1].sinks == {"broken": "written", "ok": "written"}
+    assert rig.metric("agrajag_watch_applies_total", sink="broken", result="failed") == 2
+
+
+def test_a_failing_sink_reports_its_failure_in_the_acknowledgement(rig: Rig) -> None:
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.sinks[0].failing = True
+    rig.registry.publish(record(6, node=2))
+    rig.step(Wake.CHANGED)
+    _, ack = rig.registry.acks[-1]
+    assert ack.applied_epoch == 5
+    assert ack.sinks["a"].startswith("failed: sink 'a': check /etc/fake.cfg: refused")
+
+
+def test_a_new_record_is_tried_at_once_even_while_a_sink_backs_off(rig: Rig) -> None:
+    rig.sinks[0].failing = True
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.registry.publish(record(6, node=2))
+    rig.step(Wake.CHANGED)
+    assert rig.sinks[0].attempts == 2
+
+
+def test_fail_open_keeps_routing_while_zookeeper_is_unreachable(rig: Rig) -> None:
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.registry.session = Session.SUSPENDED
+    rig.step(SUSPENDED)
+    rig.step(after=3600)
+    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.metric("agrajag_watch_registry_connected") == 0
+
+
+def test_fail_closed_routes_nowhere_after_the_grace_period_and_reopens_on_reconnect(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10)
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.registry.session = Session.SUSPENDED
+    rig.step(SUSPENDED, after=1)
+    assert rig.watcher.next_wake() == rig.clock.now + 5  # the reconcile comes first
+    rig.step(after=8.9)
+    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.watcher.next_wake() == rig.clock.now + 0.1  # then the end of the grace period
+    rig.step(after=0.1)
+    assert rig.sinks[0].applied[-1] == {}
+    assert load_state(rig.state_file, ["main"])["main"].record == record(5)  # kept for later
+
+    rig.registry.session = Session.CONNECTED
+    rig.step(CONNECTED, after=60)
+    assert rig.sinks[0].applied[-1] == {"main": record(5)}
+    assert rig.acked_epochs == [5, 5]  # the new session acknowledges again
+
+
+def test_fail_closed_counts_unanswered_reads_as_silence(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10)
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+
+    def frozen(cluster: str) -> Current:
+        raise Unavailable("read timed out")
+
+    rig.registry.read_master = frozen  # type: ignore[method-assign]
+    for _ in range(2):
+        rig.step(after=5)
+    assert rig.sinks[0].applied[-1] == {}
+
+
+def test_a_reconnected_session_acknowledges_again(rig: Rig) -> None:
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.step(CONNECTED)
+    assert rig.acked_epochs == [5, 5]
+
+
+def test_an_unavailable_acknowledgement_is_retried_at_the_next_step(rig: Rig) -> None:
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.registry.acks.clear()
+
+    def unavailable(cluster: str, ack: WatcherAck) -> None:
+        raise Unavailable("timed out")
+
+    real = rig.registry.acknowledge
+    rig.registry.acknowledge = unavailable  # type: ignore[method-assign]
+    rig.step(CONNECTED)
+    rig.registry.acknowledge = real  # type: ignore[method-assign]
+    rig.step(after=5)
+    assert rig.acked_epochs == [5]
+
+
+def test_stop_ends_the_step_without_touching_anything(rig: Rig) -> None:
+    rig.registry.publish(record(5))
+    rig.step(Wake.STOP, CONNECTED)
+    assert rig.watcher.stopping
+    assert rig.registry.reads == 0 and rig.sinks[0].attempts == 0
+
+
+def test_the_inbox_wakes_the_loop_from_another_thread_and_times_out_otherwise() -> None:
+    inbox = Inbox()
+    try:
+        started = time.monotonic()
+        assert inbox.wait(0.05) == []
+        assert time.monotonic() - started >= 0.05
+        threading.Timer(0.05, inbox.post, [Wake.CHANGED]).start()
+        assert inbox.wait(5) == [Wake.CHANGED]
+        for _ in range(100_000):  # more wake-ups than the pipe holds: none lost, none blocks
+            inbox.post(Wake.CHANGED)
+        inbox.post(CONNECTED)
+        events = inbox.wait(0)
+        assert len(events) == 100_001 and events[-1] == CONNECTED
+        assert inbox.wait(0) == []
+    finally:
+        inbox.close()

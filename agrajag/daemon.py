@@ -79,24 +79,22 @@ class Daemon:
             except RepmgrError as exc:
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
-                decision = self._decide(view)
-            decision = self._act(decision)
+                situation = self._situation(view)
+                decision = self._act(decide(situation), situation)
         self._log(decision, trigger)
         return decision
 
-    def _decide(self, view: ClusterView) -> Decision:
+    def _situation(self, view: ClusterView) -> Situation:
         probe = self._check(view)
         current, guard = self._read_registry(view)
-        return decide(
-            Situation(
-                cluster=self.settings.cluster,
-                me=self.settings.node,
-                view=view,
-                probe=probe,
-                current=current,
-                guard_version=guard,
-                now=utc_now(),
-            )
+        return Situation(
+            cluster=self.settings.cluster,
+            me=self.settings.node,
+            view=view,
+            probe=probe,
+            current=current,
+            guard_version=guard,
+            now=utc_now(),
         )
 
     def _check(self, view: ClusterView) -> ProbeRound:
@@ -160,18 +158,15 @@ class Daemon:
             self.metrics.master_epoch.labels(cluster).set(current.record.epoch)
             self.metrics.master.labels(cluster, current.record.node).set(1)
 
-    def _act(self, decision: Decision) -> Decision:
-        """Carry out a Publish; a lost race or a vanished guard becomes a Refuse."""
+    def _act(self, decision: Decision, seen: Situation) -> Decision:
+        """Carry out a Publish with the versions the decision was made on: if anything changed
+        since, the compare-and-set fails and the next round re-reads (never a blind retry)."""
         if not isinstance(decision, Publish):
             return decision
+        assert seen.current is not None and seen.guard_version is not None
         cluster = self.settings.cluster
         try:
-            current = self.registry.read_master(cluster)
-            guard = self.registry.guard_version(cluster, decision.record.node)
-            if guard is None:
-                result = Published.GUARD_MISSING
-            else:
-                result = self.registry.publish(decision.record, current, guard)
+            result = self.registry.publish(decision.record, seen.current, seen.guard_version)
         except RegistryError as exc:
             self.metrics.publishes.labels(cluster, "error").inc()
             return Refuse(Reason.NOT_CONNECTED, f"publish failed: {exc}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 
@@ -71,7 +72,7 @@ def no_leftovers() -> Iterator[None]:
     ports = sorted(p for p in procs.PORTS if procs.listening(p))
     for proc in alive:
         proc.kill()
-    if not alive and not ports:
+    if not alive and not ports and not os.environ.get("AGRAJAG_KEEP_DIRS"):
         for path in procs.DIRS:
             shutil.rmtree(path, ignore_errors=True)
     assert not alive, f"processes outlived the suite: {[p.name for p in alive]}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from tests.harness.procs import (
     Proc,
@@ -92,7 +93,8 @@ class PgNode:
             "priority": str(100 - self.node_id),
         }
         if self.cluster.event_command:
-            settings["event_notification_command"] = f"'{self.cluster.event_command}'"
+            command = self.cluster.event_command.format(node_dir=self.dir)
+            settings["event_notification_command"] = f"'{command}'"
         text = "".join(f"{key}={value}\n" for key, value in settings.items())
         write_service_file(conf, text)
 
@@ -148,6 +150,26 @@ class PgNode:
             cur = conn.execute(query)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
+    def set_config(self, name: str, value: str | None) -> None:
+        """ALTER SYSTEM SET `name` (RESET for None), reload, wait until new sessions see it."""
+        if value is None:
+            change = sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name))
+        else:
+            change = sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                sql.Identifier(name), sql.Literal(value)
+            )
+        with self.connect() as conn:
+            conn.execute(change)
+            conn.execute("SELECT pg_reload_conf()")
+        query = "SELECT setting = coalesce(%s, boot_val) FROM pg_settings WHERE name = %s"
+
+        def applied() -> bool:
+            with self.connect() as conn:
+                row = conn.execute(query, (value, name)).fetchone()
+            return bool(row and row[0])
+
+        wait_until(applied, timeout=10, what=f"{self.name} to apply {name}={value!r}")
+
     def in_recovery(self) -> bool:
         return bool(self.sql("SELECT pg_is_in_recovery()")[0][0])
 
@@ -180,6 +202,8 @@ class PgCluster:
     """A primary and `size - 1` standbys registered with repmgr, repmgrd optional."""
 
     def __init__(self, size: int = 3, event_command: str | None = None):
+        """`event_command` is repmgr's event_notification_command; `{node_dir}` in it is
+        replaced by each node's directory."""
         self.base = service_dir("pg")
         self.event_command = event_command
         self.nodes = [PgNode(self, i) for i in range(1, size + 1)]

@@ -1,0 +1,74 @@
+"""agrajag's own processes, run for real: `agrajag daemon` beside each PostgreSQL node."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
+from tests.harness.procs import Proc, free_port, service_env, write_service_file
+
+CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
+#: The console script of the environment running the tests (`postgres` can run Debian's python3).
+AGRAJAG = str(Path(sys.executable).parent / "agrajag")
+#: repmgr's event hook, as conf.d/repmgr-event-notification.conf has it, per node.
+EVENT_COMMAND = (
+    f"{AGRAJAG} notify --socket {{node_dir}}/agrajag.sock --node-id %n --event %e --success %s"
+)
+
+
+def example(name: str) -> dict[str, Any]:
+    """A shipped example config, so the tests prove the examples."""
+    data: dict[str, Any] = yaml.safe_load((CONF_D / name).read_text())
+    return data
+
+
+class DaemonProc:
+    """`agrajag daemon` for one node, running as the node's user, from conf.d's example."""
+
+    def __init__(
+        self,
+        node: PgNode,
+        zk_hosts: str,
+        *,
+        cluster: str = "main",
+        root: str = "/agrajag",
+        poll_interval_s: float = 1.0,
+        session_timeout_s: float = 4.0,
+    ) -> None:
+        self.node = node
+        self.metrics_port = free_port()
+        self.config = node.dir / "agrajag-daemon.yaml"
+        self.log = node.dir / "agrajag-daemon.log"
+        conf = example("daemon.example.yaml")
+        conf.update(cluster=cluster, node=node.name, poll_interval_s=poll_interval_s)
+        conf["zookeeper"].update(
+            hosts=zk_hosts, root=root, session_timeout_s=session_timeout_s, call_timeout_s=1.0
+        )
+        conf["repmgr"].update(bin=REPMGR, config=str(node.repmgr_conf))
+        conf["check"] = {"user": CHECK_USER, "password": CHECK_PASSWORD, "deadline_s": 1.0}
+        conf["wakeup_socket"] = str(node.dir / "agrajag.sock")
+        conf["metrics"] = {"address": "127.0.0.1", "port": self.metrics_port}
+        write_service_file(self.config, yaml.safe_dump(conf))
+        write_service_file(self.log, "")
+        self.proc = Proc(
+            f"agrajag-daemon-{node.name}",
+            [AGRAJAG, "--log-level", "DEBUG", "daemon", "--config", str(self.config)],
+            log=self.log,
+            cwd=node.dir,
+            env=service_env(node.dir),
+            service=True,
+        )
+
+    def start(self) -> DaemonProc:
+        self.proc.start()
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.stop()

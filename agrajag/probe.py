@@ -1,0 +1,312 @@
+"""The INSERT-based master check (publishing rule 2): which nodes accept a write right now.
+
+repmgr's view can be stale, so before publishing M the daemon tries a small write on every
+node of the view: exactly M must accept it, a second writable node is a suspected split
+brain. The write is an upsert of the daemon's own row in `agrajag.heartbeat`, committed, so
+a primary that cannot commit (synchronous replication with no sync standby) fails the check.
+
+Every node is checked in its own thread and the whole round ends by its deadline whatever
+the nodes do: `statement_timeout` does not end a COMMIT waiting for a sync standby, and a
+frozen server accepts TCP connections but never answers, so the deadline is enforced on the
+client side. A node's failure is an `Outcome`, never an exception, and no psycopg type
+leaves this module.
+
+The table is created on first use where the login role may create it; for a dedicated
+`agrajag` role a DBA runs `conf.d/agrajag-schema.sql` once on the primary (it holds the
+same DDL as `SCHEMA_DDL` plus the GRANTs the role needs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.rows import TupleRow
+
+from agrajag.errors import ConfigError
+
+__all__ = [
+    "SCHEMA_DDL",
+    "Credentials",
+    "NodeCheck",
+    "Outcome",
+    "ProbeRound",
+    "ProbeTarget",
+    "check_round",
+    "classify",
+]
+
+SCHEMA_DDL = """\
+CREATE SCHEMA IF NOT EXISTS agrajag;
+CREATE TABLE IF NOT EXISTS agrajag.heartbeat (
+    checker    text PRIMARY KEY,
+    checked_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+"""Creates the heartbeat table; idempotent, and it fails with 25006 on a standby."""
+
+_UPSERT = (
+    "INSERT INTO agrajag.heartbeat (checker) VALUES (%s)"
+    " ON CONFLICT (checker) DO UPDATE SET checked_at = now()"
+)
+"""The check itself: one row per checking daemon, so the table never grows."""
+
+_READ_ONLY = "25006"
+_QUERY_CANCELED = "57014"
+_AUTH_SQLSTATES = ("28000", "28P01")
+#: Connection exceptions, and a server shutting down or not yet accepting connections.
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+#: libpq reports a failed connection with no SQLSTATE: only its (English) text tells auth apart.
+_AUTH_FAILURE = re.compile(
+    r"authentication failed|no password supplied|pg_hba\.conf"
+    r'|role ".*" (?:does not exist|is not permitted to log in)'
+)
+
+
+class Outcome(StrEnum):
+    """How one node answered the write. Stable: the daemon logs, counts and publishes these."""
+
+    WRITABLE = "writable"
+    READ_ONLY = "read_only"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth_failed"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """One node to check; the daemon builds these from the repmgr view."""
+
+    name: str
+    host: str
+    port: int
+    dbname: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How the check logs in: from agrajag's config, never from the registry.
+
+    With no password, libpq's passfile (or PGPASSFILE, ~/.pgpass) or service file may supply
+    one. The password stays out of repr() so that logging a value never leaks it.
+
+    >>> Credentials("agrajag", password="s3cret")
+    Credentials(user='agrajag', passfile=None, sslmode=None)
+    """
+
+    user: str
+    password: str | None = field(default=None, repr=False)
+    passfile: str | None = None
+    sslmode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCheck:
+    """One node's answer; `detail` is the server's message or the reason, empty when writable."""
+
+    name: str
+    outcome: Outcome
+    latency_s: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRound:
+    """Every node's answer to one round, in the order of the targets.
+
+    >>> ok = NodeCheck("node1", Outcome.WRITABLE, 0.004, "")
+    >>> ro = NodeCheck("node2", Outcome.READ_ONLY, 0.003, "cannot execute INSERT ...")
+    >>> ProbeRound((ok, ro)).writable, ProbeRound((ok, ro)).split_brain
+    (('node1',), False)
+    >>> ProbeRound((ok, NodeCheck("node2", Outcome.WRITABLE, 0.005, ""))).split_brain
+    True
+    """
+
+    checks: tuple[NodeCheck, ...]
+
+    @property
+    def writable(self) -> tuple[str, ...]:
+        """The names of the nodes that committed the write."""
+        return tuple(check.name for check in self.checks if check.outcome is Outcome.WRITABLE)
+
+    @property
+    def split_brain(self) -> bool:
+        """More than one node accepts writes: never publish, raise the alarm."""
+        return len(self.writable) > 1
+
+    def by_name(self, name: str) -> NodeCheck | None:
+        return next((check for check in self.checks if check.name == name), None)
+
+
+def classify(sqlstate: str | None, message: str) -> Outcome:
+    """The outcome of a failed write, from its SQLSTATE and its message (libpq's or the server's).
+
+    libpq gives a failed connection no SQLSTATE, only text: a server's refusal there reads
+    `FATAL:`, anything else (refused, no route, connect timeout, connection lost) is transport.
+
+    >>> classify("25006", "cannot execute INSERT in a read-only transaction")
+    <Outcome.READ_ONLY: 'read_only'>
+    >>> classify(None, 'port 5432 failed: FATAL:  password authentication failed for user "a"')
+    <Outcome.AUTH_FAILED: 'auth_failed'>
+    >>> classify(None, "port 5432 failed: Connection refused")
+    <Outcome.UNREACHABLE: 'unreachable'>
+    """
+    if sqlstate is None:
+        if _AUTH_FAILURE.search(message):
+            return Outcome.AUTH_FAILED
+        return Outcome.ERROR if "FATAL:" in message else Outcome.UNREACHABLE
+    if sqlstate == _READ_ONLY:
+        return Outcome.READ_ONLY
+    if sqlstate in _AUTH_SQLSTATES:
+        return Outcome.AUTH_FAILED
+    if sqlstate == _QUERY_CANCELED:
+        return Outcome.TIMEOUT
+    if sqlstate.startswith(_UNREACHABLE_SQLSTATES):
+        return Outcome.UNREACHABLE
+    return Outcome.ERROR
+
+
+def check_round(
+    targets: Sequence[ProbeTarget],
+    credentials: Credentials,
+    *,
+    checker: str,
+    deadline_s: float = 2.0,
+    connect_timeout_s: float = 2.0,
+) -> ProbeRound:
+    """Try the heartbeat write on every target at once; return within `deadline_s`.
+
+    `checker` is the checking daemon's own node name, the key of its heartbeat row. A node
+    that has not answered by the deadline is a `timeout`; its thread is interrupted (cancel,
+    then socket shutdown if the server does not answer that either) and closes its
+    connection on its own shortly after. libpq's `connect_timeout` is whole seconds, at
+    least 2. Raises `ConfigError` for invalid arguments, never for a node's failure.
+    """
+    _validate(targets, checker, deadline_s, connect_timeout_s)
+    attempt = _Attempt(
+        credentials,
+        checker,
+        deadline_s,
+        time.monotonic() + deadline_s,
+        max(1, math.ceil(connect_timeout_s)),
+    )
+    executor = ThreadPoolExecutor(max(1, len(targets)), thread_name_prefix="agrajag-probe")
+    try:
+        futures = [executor.submit(attempt.check, target) for target in targets]
+        wait(futures, timeout=attempt.deadline_at - time.monotonic())
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+    return ProbeRound(
+        tuple(
+            future.result() if future.done() else attempt.timed_out(target.name, deadline_s)
+            for target, future in zip(targets, futures, strict=True)
+        )
+    )
+
+
+def _validate(
+    targets: Sequence[ProbeTarget], checker: str, deadline_s: float, connect_timeout_s: float
+) -> None:
+    for name, value in (("deadline_s", deadline_s), ("connect_timeout_s", connect_timeout_s)):
+        if not 0 < value < math.inf:
+            raise ConfigError(f"probe {name} must be a positive number of seconds, not {value!r}")
+    if not checker:
+        raise ConfigError("probe checker (this daemon's node name) must not be empty")
+    names = [target.name for target in targets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"probe targets must have distinct names, got {names}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What every node's check in one round shares; `check` runs in a worker thread."""
+
+    credentials: Credentials
+    checker: str
+    deadline_s: float
+    deadline_at: float
+    connect_timeout: int
+
+    def check(self, target: ProbeTarget) -> NodeCheck:
+        started = time.monotonic()
+        try:
+            self._write(target)
+        except psycopg.Error as exc:
+            outcome = classify(exc.sqlstate, str(exc))
+            detail = exc.diag.message_primary or " ".join(str(exc).split())
+        else:
+            outcome, detail = Outcome.WRITABLE, ""
+        finished = time.monotonic()
+        if finished >= self.deadline_at:  # too late, even for a commit the cancel released
+            return self.timed_out(target.name, finished - started)
+        return NodeCheck(target.name, outcome, finished - started, detail)
+
+    def timed_out(self, name: str, latency_s: float) -> NodeCheck:
+        return NodeCheck(name, Outcome.TIMEOUT, latency_s, f"no answer within {self.deadline_s}s")
+
+    def _write(self, target: ProbeTarget) -> None:
+        conn = psycopg.connect(
+            host=target.host,
+            port=target.port,
+            dbname=target.dbname,
+            user=self.credentials.user,
+            password=self.credentials.password,
+            passfile=self.credentials.passfile,
+            sslmode=self.credentials.sslmode,
+            connect_timeout=self.connect_timeout,
+            application_name="agrajag-probe",
+            autocommit=True,
+        )
+        with closing(conn), _watchdog(conn, self.deadline_at, grace_s=self.connect_timeout):
+            if time.monotonic() >= self.deadline_at:
+                return  # connected after the round gave up: write nothing
+            try:
+                conn.execute(_UPSERT, (self.checker,))
+            except pgerrors.UndefinedTable:  # also when the schema is missing
+                with conn.transaction():
+                    conn.execute(SCHEMA_DDL)
+                    conn.execute(_UPSERT, (self.checker,))
+
+
+@contextmanager
+def _watchdog(
+    conn: psycopg.Connection[TupleRow], deadline_at: float, *, grace_s: float
+) -> Iterator[None]:
+    """Interrupt whatever `conn` is doing at `deadline_at` (time.monotonic), from a timer.
+
+    A cancel request ends a COMMIT waiting for a sync standby (the commit stays done
+    locally) and lets the server release the row lock. A frozen server answers no cancel:
+    if the work has not ended `grace_s` later, shut the socket down under it. The caller
+    closes `conn` only after this exits, so the timer never touches a closed descriptor
+    that the process may already have reused.
+    """
+    done = threading.Event()
+
+    def interrupt() -> None:
+        with suppress(psycopg.Error):
+            conn.cancel_safe(timeout=grace_s)
+        if not done.wait(grace_s):
+            with suppress(psycopg.Error, OSError), socket.socket(fileno=os.dup(conn.fileno())) as s:
+                s.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(deadline_at - time.monotonic(), interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        timer.cancel()
+        timer.join()

@@ -88,13 +88,14 @@ def decide(s: Situation) -> Decision:
     if s.current is None:
         return Refuse(Reason.NOT_CONNECTED, "the ZooKeeper session is not connected")
     published = s.current.record
-    if published and _behind(candidate.timeline, published.timeline):
+    timeline = _timeline(candidate, s.probe)
+    if published and _behind(timeline, published.timeline):
         return Refuse(
             Reason.STALE_TIMELINE,
-            f"{candidate.name} is on timeline {candidate.timeline}, "
+            f"{candidate.name} is on timeline {timeline}, "
             f"{published.node} was published on timeline {published.timeline}",
         )
-    record = _record(s, candidate, epoch=s.current.last_epoch + 1)
+    record = _record(s, candidate, timeline, epoch=s.current.last_epoch + 1)
     if record.same_master(published):
         assert published is not None
         return Unchanged(published)
@@ -116,12 +117,18 @@ def _check_refusal(candidate: Node, probe: ProbeRound) -> Refuse | None:
     return None
 
 
+def _timeline(candidate: Node, probe: ProbeRound) -> int | None:
+    """The timeline the candidate told the INSERT check, else the one repmgr showed."""
+    check = probe.by_name(candidate.name)
+    return check.timeline if check and check.timeline is not None else candidate.timeline
+
+
 def _behind(candidate: int | None, published: int | None) -> bool:
     """A lower timeline than the published one means an old view; unknown ones compare equal."""
     return candidate is not None and published is not None and candidate < published
 
 
-def _record(s: Situation, node: Node, epoch: int) -> MasterRecord:
+def _record(s: Situation, node: Node, timeline: int | None, epoch: int) -> MasterRecord:
     assert node.host is not None and node.port is not None  # the INSERT check connected to it
     return MasterRecord(
         cluster=s.cluster,
@@ -130,7 +137,7 @@ def _record(s: Situation, node: Node, epoch: int) -> MasterRecord:
         node=node.name,
         host=node.host,
         port=node.port,
-        timeline=node.timeline,
+        timeline=timeline,
         published_by=s.me,
         published_at=s.now,
         evidence=evidence(s.view, s.probe),

@@ -59,8 +59,11 @@ CREATE TABLE IF NOT EXISTS agrajag.heartbeat (
 _UPSERT = (
     "INSERT INTO agrajag.heartbeat (checker) VALUES (%s)"
     " ON CONFLICT (checker) DO UPDATE SET checked_at = now()"
+    " RETURNING pg_walfile_name(pg_current_wal_lsn())"
 )
-"""The check itself: one row per checking daemon, so the table never grows."""
+"""The check itself: one row per checking daemon, so the table never grows. It returns the
+timeline the node writes on (the WAL file name's first 8 hex digits): repmgr's Timeline
+column and pg_control lag behind a promotion until the next checkpoint."""
 
 _READ_ONLY = "25006"
 _QUERY_CANCELED = "57014"
@@ -120,6 +123,7 @@ class NodeCheck:
     outcome: Outcome
     latency_s: float
     detail: str
+    timeline: int | None = None  # the timeline a writable node writes on
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +245,9 @@ class _Attempt:
 
     def check(self, target: ProbeTarget) -> NodeCheck:
         started = time.monotonic()
+        timeline = None
         try:
-            self._write(target)
+            timeline = self._write(target)
         except psycopg.Error as exc:
             outcome = classify(exc.sqlstate, str(exc))
             detail = exc.diag.message_primary or " ".join(str(exc).split())
@@ -251,12 +256,12 @@ class _Attempt:
         finished = time.monotonic()
         if finished >= self.deadline_at:  # too late, even for a commit the cancel released
             return self.timed_out(target.name, finished - started)
-        return NodeCheck(target.name, outcome, finished - started, detail)
+        return NodeCheck(target.name, outcome, finished - started, detail, timeline)
 
     def timed_out(self, name: str, latency_s: float) -> NodeCheck:
         return NodeCheck(name, Outcome.TIMEOUT, latency_s, f"no answer within {self.deadline_s}s")
 
-    def _write(self, target: ProbeTarget) -> None:
+    def _write(self, target: ProbeTarget) -> int | None:
         conn = psycopg.connect(
             host=target.host,
             port=target.port,
@@ -271,13 +276,14 @@ class _Attempt:
         )
         with closing(conn), _watchdog(conn, self.deadline_at, grace_s=self.connect_timeout):
             if time.monotonic() >= self.deadline_at:
-                return  # connected after the round gave up: write nothing
+                return None  # connected after the round gave up: write nothing
             try:
-                conn.execute(_UPSERT, (self.checker,))
+                row = conn.execute(_UPSERT, (self.checker,)).fetchone()
             except pgerrors.UndefinedTable:  # also when the schema is missing
                 with conn.transaction():
                     conn.execute(SCHEMA_DDL)
-                    conn.execute(_UPSERT, (self.checker,))
+                    row = conn.execute(_UPSERT, (self.checker,)).fetchone()
+            return int(str(row[0])[:8], 16) if row else None
 
 
 @contextmanager

@@ -77,6 +77,7 @@ def test_primary_is_writable_standbys_read_only_and_the_heartbeat_replicates(
     assert probe.writable == ("node1",) and not probe.split_brain
     assert probe.checks[1].detail == "cannot execute INSERT in a read-only transaction"
     assert probe.checks[0].detail == "" and elapsed < DEADLINE_S
+    assert [c.timeline for c in probe.checks] == [1, None, None]
 
     first = primary.sql("SELECT checker, checked_at FROM agrajag.heartbeat")
     assert [row[0] for row in first] == ["node2"]
@@ -181,6 +182,8 @@ def test_old_primary_back_without_rejoin_is_a_split_brain(cluster: PgCluster) ->
     probe, _ = timed_round(cluster)
     assert probe.writable == ("node1", new.name)
     assert probe.split_brain
+    timelines = {c.name: c.timeline for c in probe.checks if c.timeline}
+    assert timelines == {"node1": 1, new.name: 2}  # the old primary writes on the old timeline
 
 
 def test_credentials_wrong_password_missing_password_and_passfile(

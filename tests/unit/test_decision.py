@@ -148,6 +148,14 @@ def test_a_lower_timeline_never_rolls_the_master_back() -> None:
     assert isinstance(decision, Refuse) and decision.reason is Reason.STALE_TIMELINE
 
 
+def test_the_timeline_the_primary_reports_beats_repmgrs_lagging_column() -> None:
+    # Right after a promotion repmgr still shows the old timeline: the node itself knows.
+    current = Current(published(2, 5, 2), version=1, last_epoch=5)
+    checks = (NodeCheck("node1", W, 0.01, "", timeline=3), NodeCheck("node2", RO, 0.01, ""))
+    decision = decide(situation(current=current, probe=ProbeRound(checks)))
+    assert isinstance(decision, Publish) and decision.record.timeline == 3
+
+
 def test_unknown_timelines_do_not_block() -> None:
     current = Current(published(2, 5, None), version=1, last_epoch=5)
     decision = decide(situation(current=current))

@@ -235,11 +235,14 @@ def _record_dict(record: MasterRecord) -> dict[str, object]:
 
 
 def render(template: Path, context: Mapping[str, object]) -> str:
-    """Render with StrictUndefined; raises jinja2 errors and whatever template code raises."""
+    """Render with StrictUndefined (a typo fails instead of writing an empty value); block
+    tags take their line with them. Raises jinja2 errors and whatever template code raises."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template.parent),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
         autoescape=False,
     )
     return env.get_template(template.name).render(context)
@@ -399,11 +402,13 @@ class FileSink(ABC):
             raise
 
     def _restore(self, old: bytes | None, new_text: str, failure: SinkError) -> None:
+        """Put the old file back and roll back; if that fails too, say so in the error."""
         try:
             replace_file(self.files.dest, old, self.files.mode)
             self.rollback(None if old is None else old.decode(errors="replace"), new_text)
         except (OSError, SinkError) as exc:
-            raise self.error("restore", f"{exc} (after: {failure})") from exc
+            detail = f"{failure.detail}; then restoring the old configuration failed: {exc}"
+            raise SinkError(failure.sink, failure.step, failure.path, detail) from exc
 
     def check_command(self, argv: Sequence[str], staged_path: Path) -> None:
         """Run a validator on the staged file; failure raises SinkError quoting its stderr."""

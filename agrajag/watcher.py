@@ -85,7 +85,8 @@ class Watcher:
     def run(self) -> None:
         self.registry.on_session(lambda session: self.inbox.post(SessionChanged(session)))
         threading.Thread(target=self._arm_watches, name="agrajag-arm", daemon=True).start()
-        events: list[Event] = [SessionChanged(self.registry.session)]
+        session = self.registry.session  # kazoo says LOST until it first connects
+        events: list[Event] = [SessionChanged(session)] if session is Session.CONNECTED else []
         while True:
             self.step(events)
             if self.stopping:

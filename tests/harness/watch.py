@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import socketserver
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +15,11 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
 from agrajag.record import MasterRecord, WatcherAck
-from tests.harness.procs import Proc
+from tests.harness.procs import Proc, free_port
 
 CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
 AGRAJAG = str(Path(sys.executable).parent / "agrajag")
 ROOT = "/agrajag"
-
-#: What the tests render: one line per cluster, "none" when there is no master to route to.
-TEMPLATE = (
-    "{% for name, m in clusters.items() %}"
-    "{{ name }}={% if m %}{{ m.host }}:{{ m.port }} epoch={{ m.epoch }}{% else %}none{% endif %}\n"
-    "{% endfor %}"
-)
 
 
 def example(name: str) -> dict[str, Any]:
@@ -30,13 +27,33 @@ def example(name: str) -> dict[str, Any]:
     return data
 
 
-def master(epoch: int, node: int = 1, *, port: int = 5432, cluster: str = "main") -> MasterRecord:
+def example_sinks(home: Path) -> dict[str, dict[str, Any]]:
+    """The example's sinks by type, rendering conf.d's templates into `home`, without the
+    template sink's reload command (there is no app to reload here)."""
+    sinks = {}
+    for sink in example("watch.example.yaml")["sinks"]:
+        key = "src" if sink["type"] == "template" else "template"
+        sink[key] = str(CONF_D / Path(sink[key]).name)
+        sink["dest"] = str(home / Path(sink["dest"]).name)
+        sink.pop("reload_cmd", None)
+        sinks[sink["type"]] = sink
+    return sinks
+
+
+def master(
+    epoch: int,
+    node: int = 1,
+    *,
+    host: str | None = None,
+    port: int = 5432,
+    cluster: str = "main",
+) -> MasterRecord:
     return MasterRecord(
         cluster=cluster,
         epoch=epoch,
         node_id=node,
         node=f"node{node}",
-        host=f"10.0.0.{node}",
+        host=host or f"10.0.0.{node}",
         port=port,
         timeline=1,
         published_by="test",
@@ -46,23 +63,23 @@ def master(epoch: int, node: int = 1, *, port: int = 5432, cluster: str = "main"
 
 class WatchProc:
     """One `agrajag watch` process in `home`, with conf.d/watch.example.yaml's settings
-    except where a test has to differ: ZooKeeper, agent, paths, timings, sinks."""
+    except where a test has to differ: ZooKeeper, agent, paths, timings; and by default only
+    the example's template sink (conf.d/primary.env.j2 into `dest`)."""
 
     def __init__(self, home: Path, zk_hosts: str, *, agent: str = "app1", **overrides: Any) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.agent = agent
-        self.dest = home / "db.env"
         self.state_file = home / "watch-state.json"
         self.log = home / "watch.log"
-        template = home / "db.env.j2"
-        template.write_text(TEMPLATE)
+        template_sink = example_sinks(home)["template"]
+        self.dest = Path(template_sink["dest"])
         conf = example("watch.example.yaml")
+        conf["sinks"] = [template_sink]
         conf.update(agent=agent, state_file=str(self.state_file), reconcile_interval_s=1)
         conf["zookeeper"].update(hosts=zk_hosts, session_timeout_s=4, call_timeout_s=1)
         conf["metrics"] = {}
         conf["retry_backoff"] = {"initial_s": 0.2, "max_s": 1}
-        conf["sinks"][0].update(src=str(template), dest=str(self.dest))
         conf.update(overrides)
         self.config = home / "watch.yaml"
         self.config.write_text(yaml.safe_dump(conf))
@@ -83,8 +100,19 @@ class WatchProc:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def rendered(self) -> str | None:
-        return self.dest.read_text() if self.dest.exists() else None
+    def routed_to(self) -> tuple[str, int, int] | None:
+        """(host, port, epoch) of cluster main in conf.d/primary.env.j2's output; None when
+        it names no master (or there is no file)."""
+        if not self.dest.exists():
+            return None
+        env = dict(line.split("=", 1) for line in self.dest.read_text().splitlines() if "=" in line)
+        if not env.get("MAIN_PRIMARY_HOST"):
+            return None
+        return (
+            env["MAIN_PRIMARY_HOST"],
+            int(env["MAIN_PRIMARY_PORT"]),
+            int(env["MAIN_PRIMARY_EPOCH"]),
+        )
 
 
 class Publisher:
@@ -119,3 +147,37 @@ class Publisher:
     def close(self) -> None:
         self.client.stop()
         self.client.close()
+
+
+class Backend:
+    """A TCP server standing in for a primary: greets each client with its name, then holds
+    the connection until the client (or a proxy cutting it) closes it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), self._handler())
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self) -> type[socketserver.BaseRequestHandler]:
+        greeting = f"{self.name}\n".encode()
+
+        class Greet(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with contextlib.suppress(OSError):
+                    self.request.sendall(greeting)
+                    while self.request.recv(1024):
+                        pass
+
+        return Greet
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def greeting(port: int, timeout: float = 5.0) -> tuple[socket.socket, str]:
+    """Connect to 127.0.0.1:port and read the backend's name; the socket stays open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock, sock.recv(64).decode().strip()

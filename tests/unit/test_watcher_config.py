@@ -12,16 +12,14 @@ import yaml
 from agrajag.errors import ConfigError
 from agrajag.watch_config import WatchConfig
 from agrajag.watch_rules import Backoff, FailMode
-from tests.harness.watch import example
+from tests.harness.watch import example, example_sinks
 
 
 def write(tmp_path: Path, **changes: Any) -> Path:
-    """conf.d/watch.example.yaml with its sink's files in tmp_path, then `changes` (None
+    """conf.d/watch.example.yaml with its sinks' files in tmp_path, then `changes` (None
     removes a key)."""
     conf = example("watch.example.yaml")
-    template = tmp_path / "app.env.j2"
-    template.write_text("{{ clusters }}\n")
-    conf["sinks"][0].update(src=str(template), dest=str(tmp_path / "db.env"))
+    conf["sinks"] = list(example_sinks(tmp_path).values())
     conf["state_file"] = str(tmp_path / "state.json")
     for key, value in changes.items():
         if value is None:
@@ -42,7 +40,7 @@ def test_the_example_loads(tmp_path: Path) -> None:
     assert config.reconcile_interval_s == 5
     assert config.retry_backoff == Backoff(1, 30)
     assert config.state_file == tmp_path / "state.json"
-    assert [sink.name for sink in config.sinks] == ["app-env"]
+    assert [sink.name for sink in config.sinks] == ["haproxy", "pgbouncer", "app-env"]
     assert config.metrics.port == 9188
 
 
@@ -102,12 +100,9 @@ def test_errors_name_the_file_and_the_key(
 
 
 def test_two_sinks_with_one_name_are_refused(tmp_path: Path) -> None:
-    conf = example("watch.example.yaml")["sinks"][0]
-    conf.update(src=str(tmp_path / "app.env.j2"), dest=str(tmp_path / "other.env"))
-    path = write(tmp_path)
-    doc = yaml.safe_load(path.read_text())
-    doc["sinks"].append(conf)
-    path.write_text(yaml.safe_dump(doc))
+    template = example_sinks(tmp_path)["template"]
+    other = template | {"dest": str(tmp_path / "other.env")}
+    path = write(tmp_path, sinks=[template, other])
     with pytest.raises(ConfigError, match=r"sinks\[1\]: another sink is already named 'app-env'"):
         WatchConfig.load(path)
 

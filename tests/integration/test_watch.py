@@ -1,0 +1,286 @@
+"""`agrajag watch` as a real process against a real ZooKeeper; the test plays the daemon."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.procs import wait_until
+from tests.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
+from tests.harness.watch import (
+    AGRAJAG,
+    Backend,
+    Publisher,
+    WatchProc,
+    example_sinks,
+    greeting,
+    master,
+)
+from tests.harness.zookeeper import ZkEnsemble
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def publisher(zk: ZkEnsemble) -> Iterator[Publisher]:
+    pub = Publisher(zk.hosts)
+    try:
+        yield pub
+    finally:
+        pub.close()
+
+
+@pytest.fixture
+def watchers(tmp_path: Path, zk: ZkEnsemble) -> Iterator[Callable[..., WatchProc]]:
+    """Start `agrajag watch` processes; all are stopped at the end."""
+    started: list[WatchProc] = []
+
+    def start(agent: str = "app1", **overrides: object) -> WatchProc:
+        proc = WatchProc(tmp_path / agent, zk.hosts, agent=agent, **overrides).start()
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+def converged(
+    watch: WatchProc, publisher: Publisher, epoch: int, node: int = 1, port: int = 5432
+) -> bool:
+    """The watcher routes to node `node` at `epoch` and has acknowledged that epoch."""
+    routed = watch.routed_to() == (f"10.0.0.{node}", port, epoch)
+    return routed and publisher.acked_epoch(watch.agent) == epoch
+
+
+def test_a_record_is_rendered_and_acknowledged_and_sigterm_removes_the_ack(
+    watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    publisher.write(master(1))
+    watch = watchers()
+    wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
+    ack = publisher.ack("app1")
+    assert ack is not None and ack.sinks == {"app-env": "written"}
+
+    publisher.write(master(2, node=2, port=6432))
+    wait_until(lambda: converged(watch, publisher, 2, 2, 6432), timeout=10, what="2")
+    assert '"epoch": 2' in watch.state_file.read_text()
+
+    watch.stop()
+    assert watch.proc.popen is not None and watch.proc.popen.returncode == 0
+    assert publisher.ack("app1") is None, "the ephemeral ack must go with the session"
+    assert "stopped" in watch.output()
+
+
+INJECTIONS = [
+    ("host with a newline", {"host": "10.0.0.9\nserver evil 6.6.6.6:5432"}),
+    ("host with a space", {"host": "10.0.0.9 backup"}),
+    ("host with a control character", {"host": "db\x1b[2J"}),
+    ("port 0", {"port": 0}),
+    ("port 70000", {"port": 70000}),
+    ("port as a string", {"port": "5432"}),
+    ("missing host", {"host": None}),
+    ("another cluster", {"cluster": "other"}),
+]
+
+
+def test_injection_attempts_never_reach_the_file(
+    watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    publisher.write(master(5))
+    watch = watchers()
+    wait_until(lambda: converged(watch, publisher, 5), timeout=20, what="epoch 5")
+    before = watch.dest.read_bytes()
+    good = master(6, node=2).to_json().decode()
+
+    attacks: list[tuple[str, bytes]] = [
+        ("malformed JSON", good[:-3].encode()),
+        ("not an object", b'["main"]'),
+        ("binary garbage", b"\xff\xfe\x00"),
+        ("lower epoch", master(4, node=2).to_json()),
+        ("same epoch, another master", master(5, node=2).to_json()),
+    ]
+    for what, change in INJECTIONS:
+        doc = json.loads(good)
+        for key, value in change.items():
+            if value is None:
+                del doc[key]
+            else:
+                doc[key] = value
+        attacks.append((what, json.dumps(doc).encode()))
+
+    for what, data in attacks:
+        version = publisher.write(data)
+        wait_until(
+            lambda v=version: f"refused /agrajag/main/master (version {v})" in watch.output(),
+            timeout=10,
+            what=f"the refusal of {what}",
+        )
+        assert watch.dest.read_bytes() == before, what
+    assert watch.proc.alive()
+    assert publisher.acked_epoch("app1") == 5
+    log = watch.output()
+    for reason in ("invalid", "stale_epoch", "wrong_cluster"):
+        assert f": {reason}: " in log
+
+    publisher.write(master(6, node=2))  # and a good record is still followed
+    wait_until(lambda: converged(watch, publisher, 6, 2), timeout=10, what="epoch 6")
+
+
+def test_zookeeper_killed_then_restarted(
+    zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    server = zk.servers[0]
+    publisher.write(master(1))
+    watch = watchers()
+    wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
+    before = watch.dest.read_bytes()
+
+    server.kill()
+    wait_until(
+        lambda: "ZooKeeper session suspended" in watch.output(), timeout=10, what="suspended"
+    )
+    time.sleep(2.5)  # a few reconcile intervals without ZooKeeper
+    assert watch.proc.alive()
+    assert watch.dest.read_bytes() == before
+
+    server.start()
+    server.wait_serving()
+    publisher.write(master(2, node=2))
+    wait_until(lambda: converged(watch, publisher, 2, 2), timeout=30, what="epoch 2")
+
+
+def test_a_watcher_restarted_during_an_outage_renders_its_state_file(
+    zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    publisher.write(master(3, node=2))
+    watch = watchers()
+    wait_until(lambda: converged(watch, publisher, 3, 2), timeout=20, what="epoch 3")
+    watch.stop()
+    zk.servers[0].kill()
+    watch.dest.unlink()
+
+    watch.start()
+    wait_until(
+        lambda: watch.routed_to() == ("10.0.0.2", 5432, 3),
+        timeout=10,
+        what="the state file rendered",
+    )
+    assert watch.proc.alive()
+    assert "state file: cluster main at epoch 3" in watch.output()
+
+
+def test_two_watchers_acknowledge_the_same_epoch(
+    watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    first, second = watchers("app1"), watchers("app2")
+    publisher.write(master(7, node=3))
+    for watch in (first, second):
+        wait_until(lambda w=watch: converged(w, publisher, 7, 3), timeout=20, what="7")
+
+
+def test_fail_closed_routes_nowhere_while_zookeeper_is_down(
+    zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    server = zk.servers[0]
+    publisher.write(master(1))
+    watch = watchers(fail_mode="closed", fail_closed_after_s=2, reconcile_interval_s=0.5)
+    wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
+
+    server.kill()
+    wait_until(
+        lambda: watch.dest.exists() and watch.routed_to() is None, timeout=10, what="no master"
+    )
+    assert '"epoch": 1' in watch.state_file.read_text(), "the state file keeps the last record"
+
+    server.start()
+    server.wait_serving()
+    wait_until(lambda: converged(watch, publisher, 1), timeout=30, what="routing again")
+
+
+def test_a_config_error_names_the_file_and_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "watch.yaml"
+    config.write_text("clusters: [main]\n")
+    done = subprocess.run(
+        [AGRAJAG, "watch", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"{config}: fail_mode: missing" in done.stderr
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(64) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_haproxy_and_pgbouncer_follow_a_failover_and_old_sessions_are_cut(
+    tmp_path: Path,
+    haproxy: HAProxy,
+    pgbouncer: PgBouncer,
+    watchers: Callable[..., WatchProc],
+    publisher: Publisher,
+) -> None:
+    old, new = Backend("old"), Backend("new")
+    clients: list[socket.socket] = []
+    try:
+        haproxy.write_config(old.port)
+        haproxy.start()
+        pgbouncer.write_config(f"app = host=127.0.0.1 port={old.port} dbname=app")
+        pgbouncer.start()
+        sinks = example_sinks(tmp_path / "app1")
+        sinks["haproxy"].update(
+            dest=str(haproxy.config),
+            stats_socket=str(haproxy.stats_socket),
+            master_socket=str(haproxy.master_socket),
+        )
+        sinks["haproxy"]["params"].update(
+            stats_socket=str(haproxy.stats_socket),
+            server_state_file=str(haproxy.dir / "server-state"),
+            bind="127.0.0.1",
+            ports={"main": haproxy.port},
+        )
+        sinks["pgbouncer"].update(
+            dest=str(pgbouncer.databases),
+            admin={"host": "127.0.0.1", "port": pgbouncer.port, "user": PGBOUNCER_ADMIN},
+        )
+        publisher.write(master(1, host="127.0.0.1", port=old.port))
+        watch = watchers(sinks=list(sinks.values()))
+        wait_until(lambda: publisher.acked_epoch("app1") == 1, timeout=30, what="epoch 1")
+
+        def routed_through_haproxy(name: str) -> bool:
+            sock, greeted = greeting(haproxy.port)
+            clients.append(sock)
+            return greeted == name
+
+        wait_until(lambda: routed_through_haproxy("old"), timeout=10, what="HAProxy to old")
+        held = clients[-1]
+
+        publisher.write(master(2, node=2, host="127.0.0.1", port=new.port))
+        wait_until(lambda: publisher.acked_epoch("app1") == 2, timeout=30, what="epoch 2")
+        ack = publisher.ack("app1")
+        assert ack is not None and not any(r.startswith("failed") for r in ack.sinks.values())
+        held.settimeout(10)
+        assert closed_by_peer(held), "HAProxy must cut the session to the old primary"
+        wait_until(lambda: routed_through_haproxy("new"), timeout=10, what="HAProxy to new")
+        ports = {row[0]: row[2] for row in pgbouncer.admin("SHOW DATABASES")}
+        assert ports["app"] == new.port and ports["reports"] == new.port
+        assert watch.routed_to() == ("127.0.0.1", new.port, 2)
+    finally:
+        for sock in clients:
+            sock.close()
+        old.close()
+        new.close()

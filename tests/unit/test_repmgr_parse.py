@@ -35,6 +35,15 @@ EXPECTED = {
     "repmgr4-handmade.txt": Expect("node2"),
     "repmgr3-handmade.txt": Expect("node1"),
     "repmgr3-two-masters-handmade.txt": Expect(None, (Reason.MULTIPLE_PRIMARIES,)),
+    # Captured from the real repmgr 5.3 by `python -m tests.fixtures.repmgr.capture`.
+    "healthy-5.3-real.txt": Expect("node1"),
+    "compact-5.3-real.txt": Expect("node1"),
+    "verbose-5.3-real.txt": Expect("node1"),
+    "standby-down-5.3-real.txt": Expect("node1"),
+    "primary-down-5.3-real.txt": Expect(None, (Reason.NO_PRIMARY,)),
+    "after-failover-5.3-real.txt": Expect("node2"),
+    "old-primary-back-seen-from-standby-5.3-real.txt": Expect(None, (Reason.ANOMALY,)),
+    "old-primary-back-seen-from-itself-5.3-real.txt": Expect(None, (Reason.ANOMALY,)),
 }
 
 

@@ -262,7 +262,7 @@ class HAProxySink(FileSink):
         state_file = ConfigShape.of(text).state_file
         if state_file is not None and not state_file.startswith("/"):
             raise self.error("check", f"server-state-file {state_file!r} is not absolute")
-        argv = [str(self.settings.haproxy_bin), "-c", "-q", "-f", str(staged_path)]
+        argv = [str(self.settings.haproxy_bin), "-c", "-f", str(staged_path)]
         self.check_command(argv, staged_path)
 
     def activate(self, old_text: str | None, new_text: str) -> ApplyResult:

@@ -37,6 +37,29 @@ def unix_command(path: Path, command: str, timeout: float = 5.0) -> str:
     return b"".join(chunks).decode()
 
 
+def client(port: int) -> psycopg.Connection[tuple[object, ...]]:
+    """A client of the `repmgr` database through a proxy listening on 127.0.0.1:port.
+
+    No prepared statements, so the same client also works through transaction pooling.
+    """
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        dbname="repmgr",
+        user="repmgr",
+        connect_timeout=3,
+        autocommit=True,
+        prepare_threshold=None,
+    )
+
+
+def served_by(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, bool]:
+    """The port of the PostgreSQL server behind `conn`, and whether it is in recovery."""
+    row = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
+    assert row is not None
+    return int(str(row[0])), bool(row[1])
+
+
 class HAProxy:
     """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes."""
 

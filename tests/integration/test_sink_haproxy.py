@@ -1,0 +1,168 @@
+"""The HAProxy sink with the shipped template against real HAProxy 2.6 and PostgreSQL.
+
+To prove that a session to the old primary is cut by the sink and not by a crash, repmgrd is
+stopped and node2 promoted by hand while node1 keeps running: both accept writes, and only
+HAProxy decides where a client lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agrajag.record import MasterRecord
+from agrajag.sinks.base import SinkError
+from agrajag.sinks.haproxy import HAProxySink, Processes, Settings
+from tests.harness.postgres import PgCluster, PgNode
+from tests.harness.procs import wait_until
+from tests.harness.proxies import HAProxy, client, served_by
+
+pytestmark = pytest.mark.integration
+
+CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
+
+
+def haproxy_sink(haproxy: HAProxy, template: Path = CONF_D / "haproxy.cfg.j2") -> HAProxySink:
+    """A sink writing the harness's config file, the template rendered with its ports."""
+    section = {
+        "name": "haproxy",
+        "template": str(template),
+        "dest": str(haproxy.config),
+        "stats_socket": str(haproxy.stats_socket),
+        "master_socket": str(haproxy.master_socket),
+        "clusters": ["main"],
+        "params": {
+            "stats_socket": str(haproxy.stats_socket),
+            "server_state_file": str(haproxy.dir / "server-state"),
+            "bind": "127.0.0.1",
+            "ports": {"main": haproxy.port},
+        },
+    }
+    return HAProxySink(Settings.from_mapping(section, "test"))
+
+
+def start_without_master(haproxy: HAProxy, sink: HAProxySink) -> None:
+    """Start HAProxy on what the sink renders before any master is known."""
+    haproxy.config.write_text(sink.render({}))
+    haproxy.start()
+
+
+def master(node: PgNode, epoch: int, host: str = "127.0.0.1") -> MasterRecord:
+    return MasterRecord("main", epoch, node.node_id, node.name, host, node.port, 1, "t", "t", {})
+
+
+def state_file_ports(haproxy: HAProxy) -> list[str]:
+    """The srv_port column of the server-state file the sink wrote."""
+    lines = (haproxy.dir / "server-state").read_text().splitlines()
+    header = lines[1].lstrip("# ").split()
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    return [dict(zip(header, row, strict=True))["srv_port"] for row in rows]
+
+
+def running_workers(haproxy: HAProxy) -> frozenset[int]:
+    return Processes.parse(haproxy.master("show proc")).workers
+
+
+def promote_by_hand(cluster: PgCluster, node: PgNode) -> None:
+    """Promote `node` while the old primary keeps running (repmgrd must not interfere)."""
+    for each in cluster.nodes:
+        each.stop_repmgrd()
+    node.pg_ctl("promote", "-w")
+    wait_until(lambda: not node.in_recovery(), timeout=30, what=f"{node.name} to take writes")
+
+
+def writes_through(port: int) -> int:
+    """Write through the proxy; the port of the server that took the write."""
+    with client(port) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS through_proxy (at timestamptz)")
+        conn.execute("INSERT INTO through_proxy VALUES (now())")
+        server_port, in_recovery = served_by(conn)
+    assert not in_recovery
+    return server_port
+
+
+def is_cut(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+@pytest.fixture
+def held() -> Iterator[list[psycopg.Connection[tuple[object, ...]]]]:
+    """Client sessions a test keeps open; closed at the end."""
+    sessions: list[psycopg.Connection[tuple[object, ...]]] = []
+    yield sessions
+    for conn in sessions:
+        conn.close()
+
+
+def hold(held: list[psycopg.Connection[tuple[object, ...]]], port: int, expect: int) -> None:
+    conn = client(port)
+    held.append(conn)
+    assert served_by(conn)[0] == expect
+
+
+def test_ip_move_switches_at_runtime_and_cuts_sessions_to_the_old_primary(
+    pg_cluster: PgCluster, haproxy: HAProxy, held: list[psycopg.Connection[tuple[object, ...]]]
+) -> None:
+    node1, node2, _ = pg_cluster.nodes
+    sink = haproxy_sink(haproxy)
+    start_without_master(haproxy, sink)
+    assert sink.apply({"main": master(node1, 1)}).action == "reload"
+    assert writes_through(haproxy.port) == node1.port
+    hold(held, haproxy.port, expect=node1.port)
+    workers = running_workers(haproxy)
+
+    promote_by_hand(pg_cluster, node2)
+    result = sink.apply({"main": master(node2, 2)})
+
+    assert (result.action, result.cut_sessions) == ("runtime", 1)
+    assert running_workers(haproxy) == workers  # no reload
+    wait_until(lambda: is_cut(held[0]), timeout=1, what="the old primary's session to be cut")
+    assert node1.running() and not node1.in_recovery()  # the sink cut it, not a crash
+    assert writes_through(haproxy.port) == node2.port
+    assert state_file_ports(haproxy) == [str(node2.port)]  # a later reload agrees
+
+
+def test_reload_cuts_the_sessions_its_old_worker_keeps(
+    pg_cluster: PgCluster, haproxy: HAProxy, held: list[psycopg.Connection[tuple[object, ...]]]
+) -> None:
+    node1, node2, _ = pg_cluster.nodes
+    sink = haproxy_sink(haproxy)
+    start_without_master(haproxy, sink)
+    sink.apply({"main": master(node1, 1)})
+    hold(held, haproxy.port, expect=node1.port)
+
+    promote_by_hand(pg_cluster, node2)
+    # A host name cannot be set at runtime: HAProxy reloads, its old worker keeps the session.
+    result = sink.apply({"main": master(node2, 2, host="localhost")})
+
+    assert (result.action, result.cut_sessions) == ("reload", 1)
+    wait_until(lambda: is_cut(held[0]), timeout=1, what="the old worker's session to be cut")
+    assert writes_through(haproxy.port) == node2.port
+    (state,) = haproxy.server_states()
+    assert state["srv_port"] == str(node2.port)  # the rewritten state file did not win
+
+
+def test_a_config_haproxy_refuses_changes_nothing(haproxy: HAProxy, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.cfg.j2"
+    broken.write_text((CONF_D / "haproxy.cfg.j2").read_text() + "    no-such-directive on\n")
+    sink = haproxy_sink(haproxy)
+    start_without_master(haproxy, sink)
+    sink.apply({"main": MasterRecord("main", 1, 1, "node1", "127.0.0.1", 1, 1, "t", "t", {})})
+    before = (haproxy.config.read_bytes(), running_workers(haproxy), haproxy.server_states())
+
+    with pytest.raises(SinkError, match="no-such-directive") as caught:
+        moved = MasterRecord("main", 2, 2, "node2", "127.0.0.1", 2, 1, "t", "t", {})
+        haproxy_sink(haproxy, broken).apply({"main": moved})
+
+    assert caught.value.step == "check"
+    after = (haproxy.config.read_bytes(), running_workers(haproxy), haproxy.server_states())
+    assert after[:2] == before[:2]
+    assert [s["srv_port"] for s in after[2]] == [s["srv_port"] for s in before[2]] == ["1"]
+    assert sorted(p.name for p in haproxy.config.parent.glob(".haproxy.cfg.*")) == []

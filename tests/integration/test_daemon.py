@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from kazoo.client import KazooClient
 
 from tests.harness.agrajag import CONF_D, EVENT_COMMAND, DaemonProc
@@ -186,3 +188,33 @@ def test_nothing_is_published_without_quorum_and_the_master_catches_up_after(
         assert [h["node"] for h in observer.history()] == ["node1", new.name]
     finally:
         setup.stop()
+
+
+def test_sigterm_stops_cleanly_and_sighup_reloads(setup: Setup) -> None:
+    observer = setup.start()
+    observer.wait_master("node1")
+    wait_until(lambda: observer.live() == ["node1", "node2", "node3"], timeout=10, what="3 daemons")
+    daemon = setup.daemons["node3"]
+
+    conf = yaml.safe_load(daemon.config.read_text())
+    conf["poll_interval_s"] = 0.5
+    daemon.config.write_text(yaml.safe_dump(conf))
+    daemon.proc.signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in daemon.output(), timeout=10, what="reload")
+
+    conf["cluster"] = "other"
+    daemon.config.write_text(yaml.safe_dump(conf))
+    daemon.proc.signal(signal.SIGHUP)
+    wait_until(
+        lambda: "reload refused: cluster change only with a restart" in daemon.output(),
+        timeout=10,
+        what="the reload to be refused",
+    )
+
+    started = time.monotonic()
+    daemon.proc.signal(signal.SIGTERM)
+    assert daemon.proc.popen is not None and daemon.proc.popen.wait(10) == 0
+    # Its liveness node is deleted at once, not after the session timeout.
+    wait_until(lambda: observer.live() == ["node1", "node2"], timeout=2, what="node3 gone")
+    assert time.monotonic() - started < 4
+    assert not (daemon.node.dir / "agrajag.sock").exists()

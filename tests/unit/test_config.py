@@ -1,0 +1,73 @@
+"""Configuration errors name the file and the key; the shipped examples load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agrajag.daemon_config import DaemonSettings
+from agrajag.errors import ConfigError
+
+CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "daemon.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def example() -> dict:  # type: ignore[type-arg]
+    data: dict = yaml.safe_load((CONF_D / "daemon.example.yaml").read_text())  # type: ignore[type-arg]
+    return data
+
+
+def test_the_shipped_daemon_example_loads() -> None:
+    s = DaemonSettings.load(CONF_D / "daemon.example.yaml")
+    assert (s.cluster, s.node, s.zookeeper.root) == ("main", "node1", "/agrajag")
+    assert s.check.credentials.user == "agrajag" and s.check.deadline_s == 2
+    assert s.metrics.port == 9187 and s.metrics.address == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("cluster"), "cluster: missing"),
+        (lambda d: d.update(node="node 1"), "node: must be a plain name"),
+        (lambda d: d["zookeeper"].pop("hosts"), "zookeeper.hosts: missing"),
+        (lambda d: d["zookeeper"].update(root="agrajag"), "zookeeper.root: must be an absolute"),
+        (
+            lambda d: d["zookeeper"].update(session_timeout_s="10"),
+            "session_timeout_s: must be a number",
+        ),
+        (lambda d: d["check"].update(deadline_s=0), "check.deadline_s: must be >= 0.1"),
+        (lambda d: d["check"].pop("user"), "check.user: missing"),
+        (lambda d: d["metrics"].update(port=70000), "metrics.port: must be <= 65535"),
+        (lambda d: d.update(poll_intervall_s=1), "poll_intervall_s: unknown key"),
+        (lambda d: d["repmgr"].update(timeout=1), "repmgr.timeout: unknown key"),
+    ],
+)
+def test_errors_name_the_file_and_the_key(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
+    data = example()
+    change(data)
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        DaemonSettings.load(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert message in str(err.value)
+
+
+def test_unreadable_and_invalid_files_are_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=f"{missing}: cannot read"):
+        DaemonSettings.load(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("cluster: [main\n")
+    with pytest.raises(ConfigError, match=f"{broken}: not valid YAML"):
+        DaemonSettings.load(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        DaemonSettings.load(listing)

@@ -127,7 +127,7 @@ class Daemon:
             current = self.registry.read_master(cluster)
             candidate = view.primary
             guard = self.registry.guard_version(cluster, candidate.name) if candidate else None
-            self.metrics.live_daemons.labels(cluster).set(len(self.registry.node_records(cluster)))
+            self.metrics.live_daemons.labels(cluster).set(len(self.registry.live_nodes(cluster)))
         except RegistryError as exc:
             log.warning("cluster=%s registry not usable: %s", cluster, exc)
             return None, None

@@ -279,6 +279,10 @@ class Registry:
         stat = self._call("exists", Paths(self.root, cluster).node(node))
         return None if stat is None else int(stat.version)
 
+    def live_nodes(self, cluster: str) -> list[str]:
+        """Names of the daemons that have a liveness node now."""
+        return self._children(Paths(self.root, cluster).nodes)
+
     def _children(self, path: str) -> list[str]:
         try:
             return sorted(self._call("get_children", path))
@@ -377,7 +381,7 @@ class Registry:
         """Each live daemon's liveness record (or why it could not be read)."""
         paths = Paths(self.root, cluster)
         result: dict[str, NodeRecord | str] = {}
-        for name in self._children(paths.nodes):
+        for name in self.live_nodes(cluster):
             try:
                 data, _ = self._call("get", paths.node(name))
                 result[name] = NodeRecord.from_json(data, source=paths.node(name))

@@ -34,4 +34,4 @@ bench: setup
 	$(VENV)/bin/python -m tests.bench.run
 
 demo: setup
-	$(VENV)/bin/agrajag demo
+	$(VENV)/bin/python -m tests.demo

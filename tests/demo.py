@@ -1,0 +1,122 @@
+"""`make demo`: agrajag on a local demo cluster, end to end, on 127.0.0.1.
+
+Starts ZooKeeper, a 3-node PostgreSQL 15 + repmgr cluster with repmgrd (automatic failover),
+`agrajag daemon` beside each node (woken by repmgr's events), and `agrajag watch` driving a
+real HAProxy. Shows `agrajag status`, kills the primary, and shows how long each step of the
+failover took and where HAProxy sends clients afterwards. `--keep` leaves it all running
+until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from agrajag.sinks.haproxy import HAProxySink, Settings
+from tests.harness.agrajag import AGRAJAG, CONF_D, EVENT_COMMAND, DaemonProc
+from tests.harness.postgres import PgCluster
+from tests.harness.procs import STARTED, service_dir, wait_until
+from tests.harness.proxies import HAProxy
+from tests.harness.watch import WatchProc
+from tests.harness.zookeeper import ZkEnsemble
+
+
+def haproxy_sink_section(haproxy: HAProxy) -> dict[str, object]:
+    return {
+        "type": "haproxy",
+        "name": "haproxy",
+        "template": str(CONF_D / "haproxy.cfg.j2"),
+        "dest": str(haproxy.config),
+        "stats_socket": str(haproxy.stats_socket),
+        "master_socket": str(haproxy.master_socket),
+        "clusters": ["main"],
+        "params": {
+            "stats_socket": str(haproxy.stats_socket),
+            "server_state_file": str(haproxy.dir / "server-state"),
+            "bind": "127.0.0.1",
+            "ports": {"main": haproxy.port},
+        },
+    }
+
+
+def served_port(port: int) -> int | None:
+    """The PostgreSQL port a new client through HAProxy lands on (None: no answer)."""
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, dbname="repmgr", user="repmgr", connect_timeout=2
+        ) as conn:
+            row = conn.execute("SELECT inet_server_port()").fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
+
+
+def status(zk: ZkEnsemble) -> None:
+    subprocess.run([AGRAJAG, "status", "--zookeeper", zk.hosts], check=False, timeout=30)
+
+
+def step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep everything running")
+    keep = parser.parse_args().keep
+
+    step("starting ZooKeeper, PostgreSQL 15 + repmgr (3 nodes), daemons, HAProxy, watcher")
+    zk = ZkEnsemble(1).start()
+    cluster = PgCluster(3, event_command=EVENT_COMMAND)
+    haproxy = HAProxy()
+    try:
+        cluster.create()
+        cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
+        cluster.start_repmgrd()
+        for node in cluster.nodes:
+            DaemonProc(node, zk.hosts).start()
+        section = haproxy_sink_section(haproxy)
+        sink = HAProxySink(Settings.from_mapping(section, "demo"))
+        haproxy.config.write_text(sink.render({}))
+        haproxy.start()
+        watcher = WatchProc(Path(service_dir("watch")), zk.hosts, sinks=[section]).start()
+        old = cluster.nodes[0]
+        wait_until(lambda: served_port(haproxy.port) == old.port, timeout=30, what="routing")
+        print(f"HAProxy 127.0.0.1:{haproxy.port} routes to {old.name} (port {old.port})")
+        status(zk)
+
+        step(f"killing the primary {old.name} (pg_ctl -m immediate)")
+        crashed = time.monotonic()
+        old.crash()
+        new = cluster.wait_promotion(old, timeout=60)
+        writable = time.monotonic()
+        wait_until(lambda: served_port(haproxy.port) == new.port, timeout=30, what="rerouting")
+        routed = time.monotonic()
+        print(f"repmgrd promoted {new.name}: writable after {writable - crashed:.2f} s")
+        print(
+            f"HAProxy routes new clients to {new.name} (port {new.port}) "
+            f"{routed - writable:.2f} s later ({routed - crashed:.2f} s after the crash)"
+        )
+        status(zk)
+        if keep:
+            step(f"running; ZooKeeper at {zk.hosts}, HAProxy at 127.0.0.1:{haproxy.port}")
+            print(f"watcher log: {watcher.log}; Ctrl-C stops everything")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        step("stopping")
+        for proc in reversed(STARTED):
+            proc.stop()
+        cluster.destroy()
+        zk.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

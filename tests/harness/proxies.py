@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 
+from tests.harness.postgres import PgCluster, PgNode
 from tests.harness.procs import (
     Proc,
     free_port,
@@ -17,6 +18,8 @@ from tests.harness.procs import (
     write_service_file,
 )
 
+#: The shipped templates the sinks' tests and benchmark render with these proxies' ports.
+CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
 HAPROXY = "/usr/sbin/haproxy"
 PGBOUNCER = "/usr/sbin/pgbouncer"
 PGBOUNCER_ADMIN = "pgbadmin"
@@ -60,6 +63,25 @@ def served_by(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, bool]:
     return int(str(row[0])), bool(row[1])
 
 
+def writes_through(port: int) -> int:
+    """Write through a proxy; the port of the PostgreSQL server that took the write."""
+    with client(port) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS through_proxy (at timestamptz)")
+        conn.execute("INSERT INTO through_proxy VALUES (now())")
+        server_port, in_recovery = served_by(conn)
+    assert not in_recovery
+    return server_port
+
+
+def promote_by_hand(cluster: PgCluster, node: PgNode) -> None:
+    """Promote `node` while the old primary keeps running: two writable nodes, so a client
+    that leaves the old one was moved by a proxy, not by a crash. repmgrd is stopped first."""
+    for each in cluster.nodes:
+        each.stop_repmgrd()
+    node.pg_ctl("promote", "-w")
+    wait_until(lambda: not node.in_recovery(), timeout=30, what=f"{node.name} to take writes")
+
+
 class HAProxy:
     """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes."""
 
@@ -91,6 +113,24 @@ class HAProxy:
             + f"listen postgres\n    bind 127.0.0.1:{self.port}\n"
             + f"    server primary 127.0.0.1:{primary_port} check inter 500ms\n"
         )
+
+    def sink_section(self, template: Path = CONF_D / "haproxy.cfg.j2") -> dict[str, object]:
+        """The watch.yaml section of an HAProxy sink writing this proxy's config file: one
+        cluster `main` listening on `self.port`."""
+        return {
+            "name": "haproxy",
+            "template": str(template),
+            "dest": str(self.config),
+            "stats_socket": str(self.stats_socket),
+            "master_socket": str(self.master_socket),
+            "clusters": ["main"],
+            "params": {
+                "stats_socket": str(self.stats_socket),
+                "server_state_file": str(self.dir / "server-state"),
+                "bind": "127.0.0.1",
+                "ports": {"main": self.port},
+            },
+        }
 
     def start(self) -> HAProxy:
         argv = [HAPROXY, "-W", "-S", str(self.master_socket), "-f", str(self.config)]
@@ -146,6 +186,19 @@ class PgBouncer:
             "server_connect_timeout = 2\n"
             "ignore_startup_parameters = extra_float_digits\n",
         )
+
+    def sink_section(self, cut: str) -> dict[str, object]:
+        """The watch.yaml section of a PgBouncer sink writing this bouncer's %include file:
+        database `repmgr` follows cluster `main`."""
+        return {
+            "name": "pgbouncer",
+            "template": str(CONF_D / "pgbouncer-databases.ini.j2"),
+            "dest": str(self.databases),
+            "admin": {"host": "127.0.0.1", "port": self.port, "user": PGBOUNCER_ADMIN},
+            "cut": cut,
+            "clusters": ["main"],
+            "params": {"databases": {"main": ["repmgr"]}},
+        }
 
     def start(self) -> PgBouncer:
         write_service_file(self.dir / "pgbouncer.log", "")

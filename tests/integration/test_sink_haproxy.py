@@ -18,30 +18,20 @@ from agrajag.sinks.base import SinkError
 from agrajag.sinks.haproxy import HAProxySink, Processes, Settings
 from tests.harness.postgres import PgCluster, PgNode
 from tests.harness.procs import wait_until
-from tests.harness.proxies import HAProxy, client, served_by
+from tests.harness.proxies import (
+    CONF_D,
+    HAProxy,
+    client,
+    promote_by_hand,
+    served_by,
+    writes_through,
+)
 
 pytestmark = pytest.mark.integration
 
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
-
 
 def haproxy_sink(haproxy: HAProxy, template: Path = CONF_D / "haproxy.cfg.j2") -> HAProxySink:
-    """A sink writing the harness's config file, the template rendered with its ports."""
-    section = {
-        "name": "haproxy",
-        "template": str(template),
-        "dest": str(haproxy.config),
-        "stats_socket": str(haproxy.stats_socket),
-        "master_socket": str(haproxy.master_socket),
-        "clusters": ["main"],
-        "params": {
-            "stats_socket": str(haproxy.stats_socket),
-            "server_state_file": str(haproxy.dir / "server-state"),
-            "bind": "127.0.0.1",
-            "ports": {"main": haproxy.port},
-        },
-    }
-    return HAProxySink(Settings.from_mapping(section, "test"))
+    return HAProxySink(Settings.from_mapping(haproxy.sink_section(template), "test"))
 
 
 def start_without_master(haproxy: HAProxy, sink: HAProxySink) -> None:
@@ -64,24 +54,6 @@ def state_file_ports(haproxy: HAProxy) -> list[str]:
 
 def running_workers(haproxy: HAProxy) -> frozenset[int]:
     return Processes.parse(haproxy.master("show proc")).workers
-
-
-def promote_by_hand(cluster: PgCluster, node: PgNode) -> None:
-    """Promote `node` while the old primary keeps running (repmgrd must not interfere)."""
-    for each in cluster.nodes:
-        each.stop_repmgrd()
-    node.pg_ctl("promote", "-w")
-    wait_until(lambda: not node.in_recovery(), timeout=30, what=f"{node.name} to take writes")
-
-
-def writes_through(port: int) -> int:
-    """Write through the proxy; the port of the server that took the write."""
-    with client(port) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS through_proxy (at timestamptz)")
-        conn.execute("INSERT INTO through_proxy VALUES (now())")
-        server_port, in_recovery = served_by(conn)
-    assert not in_recovery
-    return server_port
 
 
 def is_cut(conn: psycopg.Connection[tuple[object, ...]]) -> bool:

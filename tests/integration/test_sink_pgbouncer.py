@@ -7,7 +7,6 @@ node1 was moved by the sink, not by a crash.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,25 +15,19 @@ from agrajag.record import MasterRecord
 from agrajag.sinks.pgbouncer import PgBouncerSink, Settings
 from tests.harness.postgres import PgCluster, PgNode
 from tests.harness.procs import wait_until
-from tests.harness.proxies import PGBOUNCER_ADMIN, PgBouncer, client, served_by
+from tests.harness.proxies import (
+    PgBouncer,
+    client,
+    promote_by_hand,
+    served_by,
+    writes_through,
+)
 
 pytestmark = pytest.mark.integration
 
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
-
 
 def pgbouncer_sink(bouncer: PgBouncer, cut: str) -> PgBouncerSink:
-    """A sink writing the harness's %include file from the shipped template."""
-    section = {
-        "name": "pgbouncer",
-        "template": str(CONF_D / "pgbouncer-databases.ini.j2"),
-        "dest": str(bouncer.databases),
-        "admin": {"host": "127.0.0.1", "port": bouncer.port, "user": PGBOUNCER_ADMIN},
-        "cut": cut,
-        "clusters": ["main"],
-        "params": {"databases": {"main": ["repmgr"]}},
-    }
-    return PgBouncerSink(Settings.from_mapping(section, "test"))
+    return PgBouncerSink(Settings.from_mapping(bouncer.sink_section(cut), "test"))
 
 
 def start(bouncer: PgBouncer, sink: PgBouncerSink, node: PgNode) -> None:
@@ -50,25 +43,9 @@ def master(node: PgNode, epoch: int) -> MasterRecord:
     )
 
 
-def promote_by_hand(cluster: PgCluster, node: PgNode) -> None:
-    for each in cluster.nodes:
-        each.stop_repmgrd()
-    node.pg_ctl("promote", "-w")
-    wait_until(lambda: not node.in_recovery(), timeout=30, what=f"{node.name} to take writes")
-
-
 def server_ports(bouncer: PgBouncer) -> set[int]:
     """The ports of PgBouncer's server connections (SHOW SERVERS: addr, then port)."""
     return {int(str(row[5])) for row in bouncer.admin("SHOW SERVERS")}
-
-
-def writes_through(port: int) -> int:
-    with client(port) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS through_bouncer (at timestamptz)")
-        conn.execute("INSERT INTO through_bouncer VALUES (now())")
-        server_port, in_recovery = served_by(conn)
-    assert not in_recovery
-    return server_port
 
 
 @pytest.fixture

@@ -400,6 +400,10 @@ class FileSink(ABC):
         except SinkError as exc:
             self._restore(old, new_text, exc)
             raise
+        except Exception as exc:  # whatever went wrong, the last good config must come back
+            failure = self.error("activate", f"{type(exc).__name__}: {exc}")
+            self._restore(old, new_text, failure)
+            raise failure from exc
 
     def _restore(self, old: bytes | None, new_text: str, failure: SinkError) -> None:
         """Put the old file back and roll back; if that fails too, say so in the error."""

@@ -65,7 +65,8 @@ _PROXIES = frozenset({"backend", "listen"})
 _CLI_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _SESSION = re.compile(r"^(0x[0-9a-f]+): .*? be=(\S+) srv=(\S+)", re.MULTILINE)
 _ADDRESS_SET = re.compile(r"^(IP changed from|no need to change the addr)")
-_NOT_THERE = ("No such session", "Can't find the target PID")
+_NO_PID = "Can't find the target PID"  # the worker has exited
+_NOT_THERE = ("No such session", _NO_PID)
 _SHUTDOWNS_PER_LINE = 50
 
 
@@ -330,7 +331,7 @@ class HAProxySink(FileSink):
 
     def _stopping(self, pid: int) -> bool:
         answer = self.cli(self.settings.master_socket, f"@!{pid} show info")
-        return "Stopping: 1" in answer or answer.startswith(_NOT_THERE[1])
+        return "Stopping: 1" in answer or answer.startswith(_NO_PID)
 
     def _cut_sessions(self, servers: frozenset[ServerKey]) -> int:
         """End every session to `servers` in every worker; how many were cut."""

@@ -100,11 +100,16 @@ def _target(connstr: str, lineno: int) -> Target:
 
 
 def moved_databases(old_text: str | None, new_text: str) -> list[str]:
-    """Databases in both files whose target changed, sorted (the `*` fallback excluded)."""
+    """Databases in both files whose target changed, sorted (the `*` fallback excluded).
+    An old file the sink cannot read (edited by hand?) counts as every database moved."""
+    new = parse_databases(new_text)
     if old_text is None:
         return []
-    old, new = parse_databases(old_text), parse_databases(new_text)
-    return sorted(db for db in old.keys() & new.keys() if old[db] != new[db] and db != "*")
+    try:
+        old = parse_databases(old_text)
+    except ValueError:
+        return sorted(db for db in new if db != "*")
+    return sorted(db for db in old.keys() & new.keys() if db != "*" and old[db] != new[db])
 
 
 def cut_commands(databases: Sequence[str], cut: str) -> list[str]:

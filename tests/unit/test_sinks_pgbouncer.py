@@ -66,6 +66,8 @@ def test_moved_databases_are_those_whose_host_or_port_changed() -> None:
     assert moved_databases(DATABASES, DATABASES.replace("port=5432", "port=5433")) == ["app"]
     assert moved_databases(DATABASES, DATABASES.replace("pool_size=20", "pool_size=5")) == []
     assert moved_databases(None, DATABASES) == []
+    assert moved_databases("[databases]\napp = host=10.0.0.1\n", DATABASES) == []  # new ones
+    assert moved_databases("[databases]\nbroken\n", DATABASES) == ["app", "local", "reports"]
 
 
 class FakeAdmin:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agrajag.record import MasterRecord
-from agrajag.sinks.base import SinkError
+from agrajag.sinks.base import ApplyResult, SinkError
 from agrajag.sinks.template import Settings, TemplateSink
 
 CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
@@ -183,3 +183,21 @@ def test_shipped_env_template_renders(tmp_path: Path) -> None:
     assert "MAIN_PRIMARY_HOST=10.0.0.1" in lines
     assert "MAIN_PRIMARY_PORT=5433" in lines
     assert "PG_2_PRIMARY_HOST=" in lines
+
+
+def test_an_unexpected_error_while_activating_still_restores_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = sink(tmp_path)
+    app.apply({"main": master()})
+    dest = tmp_path / "etc" / "app.conf"
+    old = dest.read_bytes()
+
+    def broken(old_text: str | None, new_text: str) -> ApplyResult:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(app, "activate", broken)
+    with pytest.raises(SinkError, match="KeyError") as caught:
+        app.apply({"main": master(5433)})
+    assert caught.value.step == "activate"
+    assert dest.read_bytes() == old

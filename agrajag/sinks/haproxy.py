@@ -30,7 +30,8 @@ Apply:
   a soft-stopping worker, and a reload's old worker keeps its sessions; verified on 2.6.)
 - HAProxy restores addresses from `server-state-file` over the config's (verified on 2.6):
   when the global section names one, the sink rewrites it from `show servers state` before
-  every reload, leaving out the servers whose address changes, so the new config wins.
+  every reload, leaving out the servers whose address changes, so the new config wins; and
+  after every runtime switch, so that a reload by anyone else agrees too.
 """
 
 from __future__ import annotations

@@ -29,6 +29,25 @@ from agrajag.wakeup import WakeupListener
 log = logging.getLogger("agrajag.daemon")
 
 
+def trigger_label(trigger: str) -> str:
+    """The metric label of a round's trigger: bounded, whatever the wake-up socket was sent.
+
+    The log line keeps the repmgr event; the label drops it (anyone who can write to the
+    socket could otherwise create a series per string).
+
+    >>> trigger_label("notify_repmgrd_failover_promote"), trigger_label("session_lost")
+    ('notify', 'session_lost')
+    """
+    if trigger.startswith("notify_"):
+        return "notify"
+    return trigger if trigger in _TRIGGERS else "other"
+
+
+_TRIGGERS = frozenset(
+    {"start", "poll", "reread", "sighup", *(f"session_{s.value}" for s in Session)}
+)
+
+
 class Daemon:
     """One daemon: `round()` is one decision with its I/O; `run()` loops until stopped."""
 
@@ -68,7 +87,7 @@ class Daemon:
     def round(self, trigger: str = "poll") -> Decision:
         """Read repmgr, check every node, read the registry, decide, publish; log one line."""
         cluster = self.settings.cluster
-        self.metrics.polls.labels(cluster, trigger).inc()
+        self.metrics.polls.labels(cluster, trigger_label(trigger)).inc()
         with self.metrics.poll_duration.labels(cluster).time():
             try:
                 view = run_cluster_show(

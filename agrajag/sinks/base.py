@@ -17,14 +17,15 @@ import tempfile
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import jinja2
 
-from agrajag.errors import AgrajagError, ConfigError
+from agrajag.config import Section
+from agrajag.errors import AgrajagError
 from agrajag.record import MasterRecord, is_plain_name
 
 T = TypeVar("T")
@@ -67,135 +68,75 @@ class Sink(Protocol):
     def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult: ...
 
 
-class SettingsReader:
-    """Reads one sink section of the YAML; every error names the source and the key."""
+def section(data: Mapping[str, object], source: str) -> Section:
+    """The config `Section` for one sink item; `source` is where it is, as the watcher says
+    it ("watch.yaml: sinks[0]"), so that errors read "watch.yaml: sinks[0].template: ..."."""
+    file, colon, where = source.rpartition(": ")
+    return Section(data, file, f"{where}.") if colon else Section(data, source)
 
-    def __init__(self, data: Mapping[str, object], source: str, keys: Iterable[str]) -> None:
-        """`keys`: the keys this section may have (usually `COMMON_KEYS | {...}`)."""
-        self.data = data
-        self.source = source
-        unknown = sorted(set(data) - set(keys))
-        if unknown:
-            raise self.error(unknown[0], "unknown key")
 
-    def error(self, key: str, why: str) -> ConfigError:
-        return ConfigError(f"{self.source}.{key}: {why}")
+def path(s: Section, key: str, default: str | None = None) -> Path:
+    value = Path(s.string(key) if default is None else s.string(key, default))
+    if not value.is_absolute():
+        raise s.error(key, f"must be an absolute path, got {str(value)!r}")
+    return value
 
-    def _get(self, key: str, kind: type[T], default: T | None) -> T:
-        value = self.data.get(key, default)
-        if value is None:
-            raise self.error(key, "missing")
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise self.error(key, f"must be {kind.__name__}, got {value!r}")
-        return value
 
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self._get(key, str, default)
-        if not value.strip():
-            raise self.error(key, "must not be empty")
-        return value
+def existing_file(s: Section, key: str, default: str | None = None) -> Path:
+    value = path(s, key, default)
+    if not value.is_file():
+        raise s.error(key, f"file not found: {value}")
+    return value
 
-    def optional_text(self, key: str) -> str | None:
-        return None if self.data.get(key) is None else self.text(key)
 
-    def name(self, key: str = "name") -> str:
-        value = self.text(key)
-        if not is_plain_name(value):
-            raise self.error(key, f"must be a plain name, got {value!r}")
-        return value
+def command(s: Section, key: str) -> tuple[str, ...] | None:
+    """A command line split like a shell would (no shell runs it); its program must exist."""
+    line = s.optional_string(key)
+    if line is None:
+        return None
+    try:
+        argv = tuple(shlex.split(line))
+    except ValueError as exc:
+        raise s.error(key, f"cannot split {line!r}: {exc}") from None
+    if not argv or shutil.which(argv[0]) is None:
+        raise s.error(key, f"command not found: {line!r}")
+    return argv
 
-    def choice(self, key: str, choices: Sequence[str]) -> str:
-        value = self.text(key, choices[0])
-        if value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
 
-    def integer(self, key: str, low: int, high: int, default: int | None = None) -> int:
-        value = self._get(key, int, default)
-        if not low <= value <= high:
-            raise self.error(key, f"must be within {low}-{high}, got {value}")
-        return value
+def file_mode(s: Section, key: str) -> int | None:
+    """A file mode: an int (YAML reads 0644 as octal) or an octal string such as "0640"."""
+    value = s.data.get(key)
+    if value is None:
+        return None
+    try:
+        mode = value if type(value) is int else int(str(value), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise s.error(key, f"must be an octal file mode such as 0644, got {value!r}")
+    return mode
 
-    def seconds(self, key: str, default: float) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.error(key, f"must be a positive number of seconds, got {value!r}")
-        return float(value)
 
-    def path(self, key: str, default: str | None = None) -> Path:
-        path = Path(self.text(key, default))
-        if not path.is_absolute():
-            raise self.error(key, f"must be an absolute path, got {str(path)!r}")
-        return path
-
-    def existing_file(self, key: str, default: str | None = None) -> Path:
-        path = self.path(key, default)
-        if not path.is_file():
-            raise self.error(key, f"file not found: {path}")
-        return path
-
-    def file_in_existing_dir(self, key: str) -> Path:
-        path = self.path(key)
-        if not path.parent.is_dir():
-            raise self.error(key, f"directory not found: {path.parent}")
-        return path
-
-    def command(self, key: str) -> tuple[str, ...] | None:
-        """A command line split like a shell would (no shell runs it); its program must exist."""
-        line = self.optional_text(key)
-        if line is None:
-            return None
-        try:
-            argv = tuple(shlex.split(line))
-        except ValueError as exc:
-            raise self.error(key, f"cannot split {line!r}: {exc}") from None
-        if shutil.which(argv[0]) is None:
-            raise self.error(key, f"command not found: {argv[0]}")
-        return argv
-
-    def mode(self, key: str = "mode") -> int | None:
-        """A file mode: an int (YAML reads 0644 as octal) or an octal string such as "0640"."""
-        value = self.data.get(key)
-        if value is None:
-            return None
-        try:
-            mode = (
-                value
-                if isinstance(value, int) and not isinstance(value, bool)
-                else int(str(value), 8)
-            )
-        except ValueError:
-            mode = -1
-        if not 0 <= mode <= 0o7777:
-            raise self.error(key, f"must be an octal file mode such as 0644, got {value!r}")
-        return mode
-
-    def names(self, key: str) -> frozenset[str] | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(
-            isinstance(v, str) and is_plain_name(v) for v in value
-        ):
-            raise self.error(key, f"must be a list of cluster names, got {value!r}")
-        return frozenset(value)
-
-    def mapping(self, key: str) -> Mapping[str, object]:
-        value = self.data.get(key, {})
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise self.error(key, f"must be a mapping, got {value!r}")
-        return value
-
-    def file_settings(self, template_key: str) -> FileSettings:
-        return FileSettings(
-            name=self.name(),
-            template=self.existing_file(template_key),
-            dest=self.file_in_existing_dir("dest"),
-            clusters=self.names("clusters"),
-            params=self.mapping("params"),
-            mode=self.mode(),
-            timeout_s=self.seconds("timeout_s", 10.0),
-        )
+def file_settings(s: Section, template_key: str) -> FileSettings:
+    """The keys every sink has (see `FileSettings`); `template_key` names its template."""
+    name = s.name("name")
+    template = existing_file(s, template_key)
+    dest = path(s, "dest")
+    if not dest.parent.is_dir():
+        raise s.error("dest", f"directory not found: {dest.parent}")
+    clusters = None if s.data.get("clusters") is None else s.string_list("clusters")
+    for i, cluster in enumerate(clusters or ()):
+        if not is_plain_name(cluster):
+            raise s.error(f"clusters[{i}]", f"must be a plain name, got {cluster!r}")
+    return FileSettings(
+        name=name,
+        template=template,
+        dest=dest,
+        clusters=None if clusters is None else frozenset(clusters),
+        params=s.section("params", {}).data,
+        mode=file_mode(s, "mode"),
+        timeout_s=s.number("timeout_s", 10.0, minimum=0.1, maximum=3600),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,8 +49,11 @@ from agrajag.sinks.base import (
     ApplyResult,
     FileSettings,
     FileSink,
-    SettingsReader,
+    existing_file,
+    file_settings,
+    path,
     replace_file,
+    section,
     wait_for,
 )
 
@@ -239,14 +242,13 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> Settings:
-        read = SettingsReader(
-            data, source, COMMON_KEYS | {"template", "stats_socket", "master_socket", "haproxy_bin"}
-        )
+        s = section(data, source)
+        s.reject_unknown({*COMMON_KEYS, "template", "stats_socket", "master_socket", "haproxy_bin"})
         return cls(
-            files=read.file_settings("template"),
-            stats_socket=read.path("stats_socket"),
-            master_socket=read.path("master_socket"),
-            haproxy_bin=read.existing_file("haproxy_bin", "/usr/sbin/haproxy"),
+            files=file_settings(s, "template"),
+            stats_socket=path(s, "stats_socket"),
+            master_socket=path(s, "master_socket"),
+            haproxy_bin=existing_file(s, "haproxy_bin", "/usr/sbin/haproxy"),
         )
 
 

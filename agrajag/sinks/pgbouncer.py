@@ -41,7 +41,15 @@ from pathlib import Path
 
 import psycopg
 
-from agrajag.sinks.base import COMMON_KEYS, ApplyResult, FileSettings, FileSink, SettingsReader
+from agrajag.config import Section
+from agrajag.sinks.base import (
+    COMMON_KEYS,
+    ApplyResult,
+    FileSettings,
+    FileSink,
+    file_settings,
+    section,
+)
 
 #: Runs admin-console commands in order on one connection. Tests pass a function.
 Admin = Callable[[Sequence[str]], None]
@@ -130,13 +138,13 @@ class AdminSettings:
     password: str | None = None
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], source: str) -> AdminSettings:
-        read = SettingsReader(data, source, {"host", "port", "user", "password"})
+    def from_section(cls, s: Section) -> AdminSettings:
+        s.reject_unknown({"host", "port", "user", "password"})
         return cls(
-            host=read.text("host", "127.0.0.1"),
-            port=read.integer("port", 1, 65535),
-            user=read.text("user"),
-            password=read.optional_text("password"),
+            host=s.string("host", "127.0.0.1"),
+            port=s.integer("port", minimum=1, maximum=65535),
+            user=s.string("user"),
+            password=s.optional_string("password"),
         )
 
 
@@ -164,14 +172,12 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> Settings:
-        read = SettingsReader(data, source, COMMON_KEYS | {"template", "admin", "cut"})
-        admin = data.get("admin")
-        if not isinstance(admin, Mapping):
-            raise read.error("admin", f"must be a mapping with host, port, user, got {admin!r}")
+        s = section(data, source)
+        s.reject_unknown({*COMMON_KEYS, "template", "admin", "cut"})
         return cls(
-            files=read.file_settings("template"),
-            admin=AdminSettings.from_mapping(admin, f"{source}.admin"),
-            cut=read.choice("cut", CUT_MODES),
+            files=file_settings(s, "template"),
+            admin=AdminSettings.from_section(s.section("admin")),
+            cut=s.choice("cut", CUT_MODES, "reconnect"),
         )
 
 

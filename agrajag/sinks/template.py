@@ -29,8 +29,10 @@ from agrajag.sinks.base import (
     ApplyResult,
     FileSettings,
     FileSink,
-    SettingsReader,
+    command,
+    file_settings,
     run_command,
+    section,
 )
 
 STAGED = "{staged}"
@@ -44,11 +46,12 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> Settings:
-        read = SettingsReader(data, source, COMMON_KEYS | {"src", "check_cmd", "reload_cmd"})
+        s = section(data, source)
+        s.reject_unknown({*COMMON_KEYS, "src", "check_cmd", "reload_cmd"})
         return cls(
-            files=read.file_settings("src"),
-            check_cmd=read.command("check_cmd"),
-            reload_cmd=read.command("reload_cmd"),
+            files=file_settings(s, "src"),
+            check_cmd=command(s, "check_cmd"),
+            reload_cmd=command(s, "reload_cmd"),
         )
 
 

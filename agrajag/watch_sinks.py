@@ -53,7 +53,7 @@ class SinkRunner:
     def _apply_one(self, sink: Sink, progress: _Progress, view: View, now: float) -> None:
         try:
             result = sink.apply(view)
-        except SinkError as exc:
+        except (SinkError, OSError) as exc:  # OSError: a file step the sink did not wrap
             progress.failures = progress.failures + 1 if progress.failed == view else 1
             progress.failed = view
             delay = self._backoff.delay(progress.failures)

@@ -120,7 +120,7 @@ class Watcher:
         if view or self.accepted:  # with nothing ever known, leave the sinks as they are
             self.runner.apply(view, now)
             if view == self.accepted and self.runner.converged(view):
-                self._applied(view)
+                self._record_applied(view)
         self._save()
         self._acknowledge()
 
@@ -194,7 +194,7 @@ class Watcher:
             )
             self.accepted[cluster] = record
 
-    def _applied(self, view: dict[str, MasterRecord]) -> None:
+    def _record_applied(self, view: dict[str, MasterRecord]) -> None:
         """Every sink has `view` (the accepted records): it is what this watcher applied."""
         applied_at = utc_now()
         for cluster, record in view.items():

@@ -327,6 +327,18 @@ def test_fail_closed_routes_nowhere_after_the_grace_period_and_reopens_on_reconn
     assert rig.acked_epochs == [5, 5]  # the new session acknowledges again
 
 
+def test_fail_closed_started_during_an_outage_routes_its_state_for_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10)
+    save_state(rig.state_file, {"main": Applied(record(5), "2026-11-22T00:00:00.000Z")})
+    rig.registry.session = Session.SUSPENDED
+    rig.step()
+    assert rig.sinks[0].applied == [{"main": record(5)}]
+    rig.step(after=10)
+    assert rig.sinks[0].applied[-1] == {}
+
+
 def test_fail_closed_counts_unanswered_reads_as_silence(tmp_path: Path) -> None:
     rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10)
     rig.registry.publish(record(5))

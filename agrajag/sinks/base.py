@@ -35,7 +35,11 @@ COMMON_KEYS = frozenset({"type", "name", "dest", "clusters", "params", "mode", "
 
 
 class SinkError(AgrajagError):
-    """A sink could not apply a configuration; says which sink, at which step, on which file."""
+    """A sink could not apply a configuration; says which sink, at which step, on which file.
+
+    Steps: render, read, stage, check, swap (nothing changed yet), then runtime, reload, cut
+    or activate (the old file was put back; the detail says if even that failed).
+    """
 
     def __init__(self, sink: str, step: str, path: Path | str, detail: str) -> None:
         super().__init__(f"sink {sink!r}: {step} {path}: {detail}")
@@ -321,7 +325,10 @@ class FileSink(ABC):
         new_text = self.render(records)
         new = new_text.encode()
         dest = self.files.dest
-        old = read_or_none(dest)
+        try:
+            old = read_or_none(dest)
+        except OSError as exc:
+            raise self.error("read", str(exc)) from exc
         if old == new:
             return UNCHANGED
         old_text = None if old is None else old.decode(errors="replace")

@@ -201,3 +201,10 @@ def test_an_unexpected_error_while_activating_still_restores_the_old_file(
         app.apply({"main": master(5433)})
     assert caught.value.step == "activate"
     assert dest.read_bytes() == old
+
+
+def test_an_unreadable_destination_is_a_sink_error(tmp_path: Path) -> None:
+    (tmp_path / "etc" / "app.conf").mkdir(parents=True)
+    with pytest.raises(SinkError, match="Is a directory") as caught:
+        sink(tmp_path).apply({"main": master()})
+    assert caught.value.step == "read"

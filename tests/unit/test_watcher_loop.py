@@ -275,6 +275,17 @@ def test_a_failing_sink_is_retried_with_backoff_and_the_others_go_on(tmp_path: P
     assert rig.metric("agrajag_watch_applies_total", sink="broken", result="failed") == 2
 
 
+def test_a_sink_raising_an_os_error_is_retried_like_any_failure(rig: Rig) -> None:
+    def broken(records: Mapping[str, MasterRecord]) -> ApplyResult:
+        raise PermissionError(13, "Permission denied", "/etc/fake.cfg")
+
+    rig.sinks[0].apply = broken  # type: ignore[method-assign]
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    assert rig.metric("agrajag_watch_applies_total", sink="a", result="failed") == 1
+    assert rig.watcher.next_wake() == rig.clock.now + 1.0
+
+
 def test_a_failing_sink_reports_its_failure_in_the_acknowledgement(rig: Rig) -> None:
     rig.registry.publish(record(5))
     rig.step(CONNECTED)

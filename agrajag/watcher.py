@@ -100,6 +100,8 @@ class Watcher:
             self.registry.watch_master(cluster, lambda: self.inbox.post(Wake.CHANGED))
 
     def step(self, events: Iterable[Event]) -> None:
+        """Any wake-up re-reads every master (a watch may hide several changes); then the
+        sinks get the routed records, and what they all hold is saved and acknowledged."""
         reread = False
         for event in events:
             if event is Wake.STOP:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, start_http_server
 
 from agrajag.config import MetricsSettings
+from agrajag.errors import ConfigError
 
 SESSION_STATES = ["connected", "suspended", "lost"]
 
@@ -155,5 +156,9 @@ def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:
     """Start the scrape endpoint if configured; returns the bound port (0 picks a free one)."""
     if settings.port is None:
         return None
-    server, _thread = start_http_server(settings.port, addr=settings.address, registry=registry)
+    try:
+        server, _thread = start_http_server(settings.port, addr=settings.address, registry=registry)
+    except OSError as exc:
+        where = f"{settings.address}:{settings.port}"
+        raise ConfigError(f"metrics: cannot listen on {where}: {exc.strerror}") from None
     return int(server.server_port)

@@ -35,7 +35,7 @@ from kazoo.exceptions import (
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry, RetryFailedError
 
-from agrajag.errors import AgrajagError
+from agrajag.errors import AgrajagError, ConfigError
 from agrajag.record import MasterRecord, NodeRecord, RecordError, WatcherAck
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,14 @@ class Registry:
         The process goes on when ZooKeeper is down at start: kazoo keeps trying, and the
         session state tells the caller when it may act.
         """
-        client = KazooClient(
-            hosts=hosts,
-            timeout=session_timeout,
-            connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
-        )
+        try:
+            client = KazooClient(
+                hosts=hosts,
+                timeout=session_timeout,
+                connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"zookeeper.hosts {hosts!r}: {exc}") from None
         registry = cls(client, root, call_timeout=call_timeout)
         event = client.start_async()
         event.wait(start_timeout)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from agrajag.config import MetricsSettings
 from agrajag.daemon_config import DaemonSettings
 from agrajag.errors import ConfigError
+from agrajag.metrics import serve
+from agrajag.registry import Registry
 
 CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
 
@@ -71,3 +76,17 @@ def test_unreadable_and_invalid_files_are_named(tmp_path: Path) -> None:
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         DaemonSettings.load(listing)
+
+
+def test_a_bad_zookeeper_connect_string_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"zookeeper\.hosts 'zk1:notaport': Port could not"):
+        Registry.connect("zk1:notaport")
+
+
+def test_a_metrics_port_in_use_is_a_config_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"metrics: cannot listen on 127.0.0.1:{port}"):
+            serve(MetricsSettings(port=port), CollectorRegistry())

@@ -96,6 +96,7 @@ class Daemon:
                     timeout=self.settings.repmgr.timeout_s,
                 ).view
             except RepmgrError as exc:
+                self._forget_check()
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
                 situation = self._situation(view)
@@ -137,6 +138,12 @@ class Daemon:
         self.metrics.split_brain.labels(cluster).set(1 if probe.split_brain else 0)
         self.metrics.repmgr_nodes.labels(cluster).set(len(view.nodes))
         return probe
+
+    def _forget_check(self) -> None:
+        """No repmgr view, so no INSERT check this round: stop exporting the last one's
+        verdict (a daemon whose own node is down would keep a split brain "suspected", and
+        its alert firing, long after the other daemons saw it end)."""
+        self.metrics.split_brain.clear()
 
     def _read_registry(self, view: ClusterView) -> tuple[Current | None, int | None]:
         """The master as read and the candidate's guard version; (None, None) when unusable."""

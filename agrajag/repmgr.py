@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +19,7 @@ from enum import StrEnum
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
+from agrajag.command import CommandError, quote, run
 from agrajag.errors import AgrajagError
 
 __all__ = [
@@ -383,9 +383,6 @@ class ClusterShow:
     warnings: tuple[str, ...]
 
 
-_STDERR_QUOTE_LIMIT = 2000
-
-
 def run_cluster_show(
     repmgr_bin: str,
     config_file: str,
@@ -400,47 +397,18 @@ def run_cluster_show(
     because columns are found by their English header names.
     """
     argv = [repmgr_bin, "-f", config_file, "cluster", "show", *extra_args]
-    command = shlex.join(argv)
     try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            env={**os.environ, "LC_ALL": "C"},
-            encoding="utf-8",
-            errors="replace",
+        done = run(
+            argv, timeout=timeout, accept=ACCEPTED_EXIT_CODES, env={**os.environ, "LC_ALL": "C"}
         )
-    except subprocess.TimeoutExpired as exc:
-        raise RepmgrError(
-            f"{command}: no answer within {timeout:g} s; stderr: {_quote(exc.stderr)}"
-        ) from None
-    except OSError as exc:
-        raise RepmgrError(f"{command}: cannot run {repmgr_bin!r}: {exc.strerror or exc}") from exc
-    if done.returncode not in ACCEPTED_EXIT_CODES:
-        outcome = (
-            f"killed by signal {-done.returncode}"
-            if done.returncode < 0
-            else f"exit code {done.returncode}"
-        )
-        raise RepmgrError(f"{command}: {outcome}; stderr: {_quote(done.stderr)}")
+    except CommandError as exc:
+        raise RepmgrError(str(exc)) from None
     try:
         view = parse_cluster_show(done.stdout)
     except ParseError as exc:
         raise RepmgrError(
-            f"{command}: exit code {done.returncode} but no usable table on stdout ({exc}); "
-            f"stderr: {_quote(done.stderr)}"
+            f"{shlex.join(argv)}: exit code {done.returncode} but no usable table on stdout "
+            f"({exc}); stderr: {quote(done.stderr)}"
         ) from exc
     warnings = tuple(line.rstrip() for line in done.stderr.splitlines() if line.strip())
     return ClusterShow(view=view, exit_code=done.returncode, warnings=warnings)
-
-
-def _quote(stderr: str | bytes | None) -> str:
-    """repmgr's stderr, trimmed and quoted on one line for a log message."""
-    if isinstance(stderr, bytes):
-        stderr = stderr.decode("utf-8", "replace")
-    text = (stderr or "").strip()
-    if len(text) > _STDERR_QUOTE_LIMIT:
-        text = text[:_STDERR_QUOTE_LIMIT] + "..."
-    return repr(text)

@@ -9,10 +9,10 @@ rollback runs, and a `SinkError` names the sink, step and file. Retrying is the 
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
-import subprocess
 import tempfile
 import time
 import traceback
@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 
 import jinja2
 
+from agrajag.command import CommandError, run
 from agrajag.config import Section
 from agrajag.errors import AgrajagError
 from agrajag.record import MasterRecord, is_plain_name
@@ -179,18 +180,24 @@ def _record_dict(record: MasterRecord) -> dict[str, object]:
     return {key: getattr(record, key) for key in keys}
 
 
-def render(template: Path, context: Mapping[str, object]) -> str:
-    """Render with StrictUndefined (a typo fails instead of writing an empty value); block
-    tags take their line with them. Raises jinja2 errors and whatever template code raises."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(template.parent),
+@functools.cache
+def _environment(directory: Path) -> jinja2.Environment:
+    """One environment per template directory: it keeps compiled templates, and recompiles
+    one whose file changed on disk."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
     )
-    return env.get_template(template.name).render(context)
+
+
+def render(template: Path, context: Mapping[str, object]) -> str:
+    """Render with StrictUndefined (a typo fails instead of writing an empty value); block
+    tags take their line with them. Raises jinja2 errors and whatever template code raises."""
+    return _environment(template.parent).get_template(template.name).render(context)
 
 
 def template_location(exc: BaseException, template: Path) -> str:
@@ -258,28 +265,6 @@ def replace_file(dest: Path, data: bytes | None, mode: int | None = None) -> Non
         os.replace(path, dest)
     finally:
         path.unlink(missing_ok=True)
-
-
-def run_command(argv: Sequence[str], timeout: float) -> None:
-    """Run a program (no shell) with a deadline; a failure raises RuntimeError quoting stderr."""
-    command = shlex.join(argv)
-    try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            encoding="utf-8",
-            errors="replace",
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{command}: no answer within {timeout:g} s") from None
-    except OSError as exc:
-        raise RuntimeError(f"{command}: {exc}") from None
-    if done.returncode != 0:
-        output = (done.stderr.strip() or done.stdout.strip())[-2000:]
-        raise RuntimeError(f"{command} exited {done.returncode}: {output!r}")
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, interval: float = 0.02) -> T | None:
@@ -365,8 +350,8 @@ class FileSink(ABC):
     def check_command(self, argv: Sequence[str], staged_path: Path) -> None:
         """Run a validator on the staged file; failure raises SinkError quoting its stderr."""
         try:
-            run_command(argv, self.files.timeout_s)
-        except RuntimeError as exc:
+            run(argv, timeout=self.files.timeout_s)
+        except CommandError as exc:
             raise self.error("check", str(exc), staged_path) from None
 
     @abstractmethod

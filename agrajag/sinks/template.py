@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agrajag.command import CommandError, run
 from agrajag.sinks.base import (
     COMMON_KEYS,
     ApplyResult,
@@ -31,7 +32,6 @@ from agrajag.sinks.base import (
     FileSink,
     command,
     file_settings,
-    run_command,
     section,
 )
 
@@ -73,8 +73,8 @@ class TemplateSink(FileSink):
         if not self.settings.reload_cmd:
             return ApplyResult(changed=True, action="written")
         try:
-            run_command(self.settings.reload_cmd, self.files.timeout_s)
-        except RuntimeError as exc:
+            run(self.settings.reload_cmd, timeout=self.files.timeout_s)
+        except CommandError as exc:
             raise self.error("reload", str(exc)) from None
         return ApplyResult(changed=True, action="reload")
 

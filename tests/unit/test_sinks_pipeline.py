@@ -3,13 +3,15 @@ against files in tmp_path and small real commands."""
 
 from __future__ import annotations
 
+import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from agrajag.record import MasterRecord
-from agrajag.sinks.base import ApplyResult, SinkError
+from agrajag.sinks.base import ApplyResult, SinkError, render
 from agrajag.sinks.template import Settings, TemplateSink
 
 CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
@@ -101,7 +103,7 @@ def test_check_runs_on_the_staged_file_beside_dest_which_is_gone_after(tmp_path:
         app.apply({"main": master(5999)})
 
     assert caught.value.step == "check"
-    assert "exited 3" in str(caught.value)
+    assert "exit code 3" in str(caught.value)
     assert dest.read_text() == "main=10.0.0.1:5432\n"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["app.conf"]
 
@@ -208,3 +210,12 @@ def test_an_unreadable_destination_is_a_sink_error(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="Is a directory") as caught:
         sink(tmp_path).apply({"main": master()})
     assert caught.value.step == "read"
+
+
+def test_an_edited_template_is_rendered_anew(tmp_path: Path) -> None:
+    template = tmp_path / "t.j2"
+    template.write_text("one {{ x }}\n")
+    assert render(template, {"x": 1}) == "one 1\n"
+    template.write_text("two {{ x }}\n")
+    os.utime(template, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert render(template, {"x": 2}) == "two 2\n"

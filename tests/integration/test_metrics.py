@@ -54,9 +54,16 @@ def scrape(port: int) -> Scrape:
     return s
 
 
+PROCS: list[DaemonProc | WatchProc] = []  # whose log tails a failed wait shows
+
+
 def eventually(check: Callable[[], object], what: str, timeout: float = 20) -> None:
     """wait_until for checks that scrape: an endpoint not up yet counts as not yet."""
-    wait_until(check, timeout=timeout, what=what, interval=0.2)
+    try:
+        wait_until(check, timeout=timeout, what=what, interval=0.2)
+    except TimeoutError as exc:
+        tails = "\n".join(f"--- {p.proc.name}\n{p.proc.tail(15)}" for p in PROCS)
+        raise AssertionError(f"{exc}\n{tails}") from None
 
 
 class Daemons:
@@ -65,7 +72,7 @@ class Daemons:
 
     def start(self) -> None:
         for proc in self.procs.values():
-            proc.start()
+            PROCS.append(proc.start())
 
     def scrape(self, *names: str) -> dict[str, Scrape]:
         return {n: scrape(self.procs[n].metrics_port) for n in names or self.procs}
@@ -101,6 +108,7 @@ def daemons(zk: ZkEnsemble, cluster_with_hook: PgCluster) -> Iterator[Daemons]:
         yield d
     finally:
         d.stop()
+        PROCS.clear()
 
 
 @pytest.fixture
@@ -114,6 +122,7 @@ def watchers(tmp_path: Path, zk: ZkEnsemble) -> Iterator[Callable[..., WatchProc
         proc = WatchProc(tmp_path / agent, zk.hosts, agent=agent, metrics=metrics, **overrides)
         proc.metrics_port = port  # type: ignore[attr-defined]
         started.append(proc.start())
+        PROCS.append(proc)
         return proc
 
     try:
@@ -121,6 +130,7 @@ def watchers(tmp_path: Path, zk: ZkEnsemble) -> Iterator[Callable[..., WatchProc
     finally:
         for proc in started:
             proc.stop()
+        PROCS.clear()
 
 
 def watch_scrape(watch: WatchProc) -> Scrape:

@@ -7,6 +7,7 @@ them, not a leader. A round runs every `poll_interval_s`, and at once when `agra
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -68,6 +69,8 @@ class Daemon:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._trigger = "poll"
+        self._poked_at = 0.0
+        self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
         registry.on_session(self._on_session)
         self._on_session(registry.session)
@@ -80,6 +83,7 @@ class Daemon:
 
     def poke(self, trigger: str) -> None:
         self._trigger = trigger
+        self._poked_at = time.monotonic()
         self.wake.set()
 
     # -- one round -------------------------------------------------------------------------
@@ -88,6 +92,7 @@ class Daemon:
         """Read repmgr, check every node, read the registry, decide, publish; log one line."""
         cluster = self.settings.cluster
         self.metrics.polls.labels(cluster, trigger_label(trigger)).inc()
+        self._laps = [("start", time.monotonic())]
         with self.metrics.poll_duration.labels(cluster).time():
             try:
                 view = run_cluster_show(
@@ -97,16 +102,39 @@ class Daemon:
                 ).view
             except RepmgrError as exc:
                 self._forget_check()
+                self._lap("repmgr")
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
+                self._lap("repmgr")
                 situation = self._situation(view)
                 decision = self._act(decide(situation), situation)
+                self._lap("publish")
         self._log(decision, trigger)
+        self._log_laps(trigger)
         return decision
+
+    def _lap(self, name: str) -> None:
+        self._laps.append((name, time.monotonic()))
+
+    def _log_laps(self, trigger: str) -> None:
+        """DEBUG: where the round's time went (ms per phase), and how long a wake-up waited."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        laps = self._laps
+        phases = " ".join(
+            f"{name}_ms={(t - prev) * 1e3:.1f}" for (_, prev), (name, t) in itertools.pairwise(laps)
+        )
+        waited = (laps[0][1] - self._poked_at) * 1e3 if trigger != "poll" else 0.0
+        log.debug(
+            "cluster=%s round trigger=%s woke_ms=%.1f %s total_ms=%.1f",
+            self.settings.cluster, trigger, waited, phases, (laps[-1][1] - laps[0][1]) * 1e3,
+        )  # fmt: skip
 
     def _situation(self, view: ClusterView) -> Situation:
         probe = self._check(view)
+        self._lap("check")
         current, guard = self._read_registry(view)
+        self._lap("registry")
         return Situation(
             cluster=self.settings.cluster,
             me=self.settings.node,

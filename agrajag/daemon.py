@@ -24,7 +24,7 @@ from agrajag.metrics import DaemonMetrics, serve
 from agrajag.probe import ProbeRound, ProbeTarget, check_round
 from agrajag.record import NodeRecord, utc_now
 from agrajag.registry import Current, Published, Registry, RegistryError, Session
-from agrajag.repmgr import ClusterView, RepmgrError, run_cluster_show
+from agrajag.repmgr import ClusterView, Node, RepmgrError, run_cluster_show
 from agrajag.wakeup import WakeupListener
 
 log = logging.getLogger("agrajag.daemon")
@@ -103,6 +103,7 @@ class Daemon:
             except RepmgrError as exc:
                 self._forget_check()
                 self._lap("repmgr")
+                self._read_registry(None)  # no view, but the registry metrics stay current
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
                 self._lap("repmgr")
@@ -133,7 +134,7 @@ class Daemon:
     def _situation(self, view: ClusterView) -> Situation:
         probe = self._check(view)
         self._lap("check")
-        current, guard = self._read_registry(view)
+        current, guard = self._read_registry(view.primary)
         self._lap("registry")
         return Situation(
             cluster=self.settings.cluster,
@@ -173,13 +174,13 @@ class Daemon:
         its alert firing, long after the other daemons saw it end)."""
         self.metrics.split_brain.clear()
 
-    def _read_registry(self, view: ClusterView) -> tuple[Current | None, int | None]:
-        """The master as read and the candidate's guard version; (None, None) when unusable."""
+    def _read_registry(self, candidate: Node | None) -> tuple[Current | None, int | None]:
+        """The master as read and the candidate's guard version; (None, None) when unusable.
+        Also keeps this daemon registered and its registry metrics current."""
         cluster = self.settings.cluster
         try:
             self._register()
             current = self.registry.read_master(cluster)
-            candidate = view.primary
             guard = self.registry.guard_version(cluster, candidate.name) if candidate else None
             self.metrics.live_daemons.labels(cluster).set(len(self.registry.live_nodes(cluster)))
         except RegistryError as exc:

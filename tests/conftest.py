@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness import procs
+from tests.harness.agrajag import CONF_D, EVENT_COMMAND
 from tests.harness.postgres import PgCluster
 from tests.harness.proxies import HAProxy, PgBouncer
 from tests.harness.zookeeper import ZkEnsemble
@@ -40,6 +41,20 @@ def pg_cluster() -> Iterator[PgCluster]:
     cluster = PgCluster(3)
     try:
         cluster.create()
+        cluster.start_repmgrd()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def cluster_with_hook() -> Iterator[PgCluster]:
+    """`pg_cluster` set up as agrajag's users run it: repmgr's event hook calls
+    `agrajag notify` on each node, and the heartbeat table of conf.d's SQL exists."""
+    cluster = PgCluster(3, event_command=EVENT_COMMAND)
+    try:
+        cluster.create()
+        cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
         cluster.start_repmgrd()
         yield cluster
     finally:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from tests.harness.agrajag import CONF_D, EVENT_COMMAND, DaemonProc
+from tests.harness.agrajag import DaemonProc
 from tests.harness.postgres import PgCluster
 from tests.harness.procs import wait_until
 from tests.harness.zookeeper import ZkEnsemble
@@ -20,7 +20,6 @@ from tests.harness.zookeeper import ZkEnsemble
 pytestmark = pytest.mark.integration
 
 BASE = "/agrajag/main"
-SCHEMA_SQL = (CONF_D / "agrajag-schema.sql").read_text()
 
 
 class Observer:
@@ -77,18 +76,6 @@ class Setup:
             self.observer.close()
         for d in self.daemons.values():
             d.stop()
-
-
-@pytest.fixture
-def cluster_with_hook() -> Iterator[PgCluster]:
-    cluster = PgCluster(3, event_command=EVENT_COMMAND)
-    try:
-        cluster.create()
-        cluster.nodes[0].sql(SCHEMA_SQL)  # the DBA's one-time setup, as conf.d ships it
-        cluster.start_repmgrd()
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

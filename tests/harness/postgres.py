@@ -239,8 +239,8 @@ class PgCluster:
                 "shared_preload_libraries = 'repmgr'",
                 "wal_level = replica",
                 "max_wal_senders = 10",
-            # A standby cloned under load must not find its start segment already recycled.
-            "wal_keep_size = '256MB'",
+                # A standby cloned under load must not find its start segment already recycled.
+                "wal_keep_size = '256MB'",
                 "max_replication_slots = 10",
                 "hot_standby = on",
                 "wal_log_hints = on",

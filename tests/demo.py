@@ -18,30 +18,12 @@ from pathlib import Path
 import psycopg
 
 from agrajag.sinks.haproxy import HAProxySink, Settings
-from tests.harness.agrajag import AGRAJAG, CONF_D, EVENT_COMMAND, DaemonProc
+from tests.harness.agrajag import AGRAJAG, CONF_D, EVENT_COMMAND, Daemons
 from tests.harness.postgres import PgCluster
 from tests.harness.procs import STARTED, service_dir, wait_until
 from tests.harness.proxies import HAProxy
 from tests.harness.watch import WatchProc
 from tests.harness.zookeeper import ZkEnsemble
-
-
-def haproxy_sink_section(haproxy: HAProxy) -> dict[str, object]:
-    return {
-        "type": "haproxy",
-        "name": "haproxy",
-        "template": str(CONF_D / "haproxy.cfg.j2"),
-        "dest": str(haproxy.config),
-        "stats_socket": str(haproxy.stats_socket),
-        "master_socket": str(haproxy.master_socket),
-        "clusters": ["main"],
-        "params": {
-            "stats_socket": str(haproxy.stats_socket),
-            "server_state_file": str(haproxy.dir / "server-state"),
-            "bind": "127.0.0.1",
-            "ports": {"main": haproxy.port},
-        },
-    }
 
 
 def served_port(port: int) -> int | None:
@@ -77,9 +59,8 @@ def main() -> int:
         cluster.create()
         cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
         cluster.start_repmgrd()
-        for node in cluster.nodes:
-            DaemonProc(node, zk.hosts).start()
-        section = haproxy_sink_section(haproxy)
+        Daemons(zk.hosts, cluster.nodes).start()
+        section = {"type": "haproxy", **haproxy.sink_section()}
         sink = HAProxySink(Settings.from_mapping(section, "demo"))
         haproxy.config.write_text(sink.render({}))
         haproxy.start()

@@ -72,3 +72,21 @@ class DaemonProc:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+class Daemons:
+    """`agrajag daemon` beside every node of a cluster, by node name."""
+
+    def __init__(self, zk_hosts: str, nodes: list[PgNode]) -> None:
+        self.procs = {n.name: DaemonProc(n, zk_hosts) for n in nodes}
+
+    def start(self) -> None:
+        for proc in self.procs.values():
+            proc.start()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.output()}" for n, p in self.procs.items())
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()

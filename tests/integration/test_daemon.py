@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from tests.harness.agrajag import DaemonProc
+from tests.harness.agrajag import Daemons
 from tests.harness.postgres import PgCluster
 from tests.harness.procs import wait_until
 from tests.harness.zookeeper import ZkEnsemble
@@ -59,23 +59,21 @@ class Setup:
     def __init__(self, zk: ZkEnsemble, cluster: PgCluster) -> None:
         self.zk = zk
         self.cluster = cluster
-        self.daemons = {n.name: DaemonProc(n, zk.hosts) for n in cluster.nodes}
+        self.daemons = Daemons(zk.hosts, cluster.nodes)
         self.observer: Observer | None = None
 
     def start(self) -> Observer:
-        for d in self.daemons.values():
-            d.start()
+        self.daemons.start()
         self.observer = Observer(self.zk.hosts)
         return self.observer
 
     def logs(self) -> str:
-        return "\n".join(f"--- {n}\n{d.output()}" for n, d in self.daemons.items())
+        return self.daemons.logs()
 
     def stop(self) -> None:
         if self.observer:
             self.observer.close()
-        for d in self.daemons.values():
-            d.stop()
+        self.daemons.stop()
 
 
 @pytest.fixture
@@ -134,7 +132,7 @@ def test_old_primary_back_without_rejoin_never_flips_the_master_back(setup: Setu
 def test_a_frozen_daemon_never_overwrites_with_its_stale_view(setup: Setup) -> None:
     observer = setup.start()
     observer.wait_master("node1")
-    frozen = setup.daemons["node3"]
+    frozen = setup.daemons.procs["node3"]
     frozen.proc.freeze()
     try:
         old = setup.cluster.nodes[0]
@@ -181,7 +179,7 @@ def test_sigterm_stops_cleanly_and_sighup_reloads(setup: Setup) -> None:
     observer = setup.start()
     observer.wait_master("node1")
     wait_until(lambda: observer.live() == ["node1", "node2", "node3"], timeout=10, what="3 daemons")
-    daemon = setup.daemons["node3"]
+    daemon = setup.daemons.procs["node3"]
 
     conf = yaml.safe_load(daemon.config.read_text())
     conf["poll_interval_s"] = 0.5

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.agrajag import CONF_D, DaemonProc
+from tests.harness.agrajag import CONF_D, DaemonProc, Daemons
 from tests.harness.postgres import PgCluster
 from tests.harness.procs import free_port, wait_until
 from tests.harness.watch import Publisher, WatchProc, master
@@ -64,13 +64,10 @@ def eventually(check: Callable[[], object], what: str, timeout: float = 20) -> N
         raise AssertionError(f"{exc}\n{tails}") from None
 
 
-class Daemons:
-    def __init__(self, zk: ZkEnsemble, cluster: PgCluster) -> None:
-        self.procs = {n.name: DaemonProc(n, zk.hosts) for n in cluster.nodes}
-
+class ScrapedDaemons(Daemons):
     def start(self) -> None:
-        for proc in self.procs.values():
-            PROCS.append(proc.start())
+        super().start()
+        PROCS.extend(self.procs.values())
 
     def scrape(self, *names: str) -> dict[str, Scrape]:
         return {n: scrape(self.procs[n].metrics_port) for n in names or self.procs}
@@ -79,17 +76,10 @@ class Daemons:
         """A metric summed over every daemon, as a rule's `sum by (cluster)` sees it."""
         return sum(s.value(name, **labels) or 0 for s in self.scrape().values())
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {n}\n{p.output()}" for n, p in self.procs.items())
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.stop()
-
 
 @pytest.fixture
-def daemons(zk: ZkEnsemble, cluster_with_hook: PgCluster) -> Iterator[Daemons]:
-    d = Daemons(zk, cluster_with_hook)
+def daemons(zk: ZkEnsemble, cluster_with_hook: PgCluster) -> Iterator[ScrapedDaemons]:
+    d = ScrapedDaemons(zk.hosts, cluster_with_hook.nodes)
     try:
         yield d
     finally:
@@ -126,7 +116,7 @@ def watch_scrape(watch: WatchProc) -> Scrape:
 def test_daemon_metrics_through_failover_split_brain_and_zookeeper_outage(
     zk: ZkEnsemble,
     cluster_with_hook: PgCluster,
-    daemons: Daemons,
+    daemons: ScrapedDaemons,
     watchers: Callable[..., WatchProc],
 ) -> None:
     cluster = cluster_with_hook

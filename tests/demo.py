@@ -1,6 +1,7 @@
 """`make demo`: agrajag on a local demo cluster, end to end, on 127.0.0.1.
 
-Starts ZooKeeper, a 3-node PostgreSQL 15 + repmgr cluster with repmgrd (automatic failover),
+Starts ZooKeeper, a 3-node PostgreSQL 15 + repmgr cluster with repmgrd (automatic failover,
+promoting with `pg_ctl -w` as conf.d recommends),
 `agrajag daemon` beside each node (woken by repmgr's events), and `agrajag watch` driving a
 real HAProxy. Shows `agrajag status`, kills the primary, and shows how long each step of the
 failover took and where HAProxy sends clients afterwards. `--keep` leaves it all running
@@ -53,7 +54,7 @@ def main() -> int:
 
     step("starting ZooKeeper, PostgreSQL 15 + repmgr (3 nodes), daemons, HAProxy, watcher")
     zk = ZkEnsemble(1).start()
-    cluster = PgCluster(3, event_command=EVENT_COMMAND)
+    cluster = PgCluster(3, event_command=EVENT_COMMAND, pg_ctl_promote=True)
     haproxy = HAProxy()
     try:
         cluster.create()
@@ -75,8 +76,16 @@ def main() -> int:
         old.crash()
         new = cluster.wait_promotion(old, timeout=60)
         writable = time.monotonic()
-        wait_until(lambda: served_port(haproxy.port) == new.port, timeout=30, what="rerouting")
+        # What HAProxy routes new connections to, read from its runtime API: a client probe
+        # would first wait out HAProxy's connect timeout against the dead primary.
+        wait_until(
+            lambda: {s["srv_port"] for s in haproxy.server_states()} == {str(new.port)},
+            timeout=30,
+            what="HAProxy to route to the new primary",
+            interval=0.005,
+        )
         routed = time.monotonic()
+        assert served_port(haproxy.port) == new.port
         print(f"repmgrd promoted {new.name}: writable after {writable - crashed:.2f} s")
         print(
             f"HAProxy routes new clients to {new.name} (port {new.port}) "

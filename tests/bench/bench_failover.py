@@ -59,8 +59,8 @@ from kazoo.client import KazooClient
 
 from tests.harness import procs
 from tests.harness.agrajag import CONF_D, EVENT_COMMAND, DaemonProc
-from tests.harness.postgres import BINDIR, PgCluster, PgNode
-from tests.harness.procs import wait_until, write_service_file
+from tests.harness.postgres import PgCluster, PgNode
+from tests.harness.procs import wait_until
 from tests.harness.zookeeper import ZkEnsemble
 
 SCHEMA_SQL = (CONF_D / "agrajag-schema.sql").read_text()
@@ -259,17 +259,13 @@ def one_failover(
     name = f"bench-{mode.name}-{index:03d}" + (f"-retry{attempt}" if attempt else "")
     sample = Sample(mode.name, index, name)
     crashed: float | None = None
-    cluster = PgCluster(3, event_command=EVENT_COMMAND if mode.notify else None)
+    cluster = PgCluster(
+        3, event_command=EVENT_COMMAND if mode.notify else None, pg_ctl_promote=mode.pg_ctl_promote
+    )
     daemons: list[DaemonProc] = []
     writers: list[Writer] = []
     try:
         cluster.create()
-        if mode.pg_ctl_promote:
-            for node in cluster.nodes:
-                text = node.repmgr_conf.read_text() + (
-                    f"service_promote_command='{BINDIR / 'pg_ctl'} -w -D {node.datadir} promote'\n"
-                )
-                write_service_file(node.repmgr_conf, text)
         old = cluster.nodes[0]
         old.sql(SCHEMA_SQL)
         old.sql(BENCH_TABLE)

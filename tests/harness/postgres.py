@@ -92,6 +92,9 @@ class PgNode:
             "repmgrd_pid_file": f"'{self.dir / 'repmgrd.pid'}'",
             "priority": str(100 - self.node_id),
         }
+        if self.cluster.pg_ctl_promote:
+            promote = f"{BINDIR / 'pg_ctl'} -w -D {self.datadir} promote"
+            settings["service_promote_command"] = f"'{promote}'"
         if self.cluster.event_command:
             command = self.cluster.event_command.format(node_dir=self.dir)
             settings["event_notification_command"] = f"'{command}'"
@@ -201,11 +204,15 @@ class PgNode:
 class PgCluster:
     """A primary and `size - 1` standbys registered with repmgr, repmgrd optional."""
 
-    def __init__(self, size: int = 3, event_command: str | None = None):
+    def __init__(
+        self, size: int = 3, event_command: str | None = None, pg_ctl_promote: bool = False
+    ):
         """`event_command` is repmgr's event_notification_command; `{node_dir}` in it is
-        replaced by each node's directory."""
+        replaced by each node's directory. `pg_ctl_promote` sets repmgr's
+        service_promote_command to `pg_ctl -w promote`, as conf.d recommends."""
         self.base = service_dir("pg")
         self.event_command = event_command
+        self.pg_ctl_promote = pg_ctl_promote
         self.nodes = [PgNode(self, i) for i in range(1, size + 1)]
 
     def node(self, name: str) -> PgNode:

@@ -209,21 +209,23 @@ class Registry:
 
     # -- bounded calls ---------------------------------------------------------------------
 
+    def _require_connected(self, what: str) -> None:
+        if self.session is not Session.CONNECTED:
+            raise Unavailable(f"ZooKeeper session is {self.session}: not calling {what}")
+
+    def _wait(self, request: Any) -> Any:
+        """The answer to one request, waiting at most `call_timeout`."""
+        try:
+            return request.get(timeout=self.call_timeout)
+        except self.client.handler.timeout_exception:
+            raise OperationTimeoutError() from None
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run `client.<method>_async(...)` with a bound per attempt and kazoo's retry policy."""
-        if self.session is not Session.CONNECTED:
-            raise Unavailable(f"ZooKeeper session is {self.session}: not calling {method}")
+        self._require_connected(method)
         async_method = getattr(self.client, f"{method}_async")
-        timeout_error = self.client.handler.timeout_exception
-
-        def attempt() -> Any:
-            try:
-                return async_method(*args, **kwargs).get(timeout=self.call_timeout)
-            except timeout_error:
-                raise OperationTimeoutError() from None
-
         try:
-            return self.retry.copy()(attempt)
+            return self.retry.copy()(lambda: self._wait(async_method(*args, **kwargs)))
         except (ConnectionLoss, OperationTimeoutError, RetryFailedError) as exc:
             raise Unavailable(f"ZooKeeper {method} {args[:1]} failed: {exc!r}") from exc
         except (NoNodeError, NodeExistsError, BadVersionError):
@@ -232,13 +234,11 @@ class Registry:
             raise RegistryError(f"ZooKeeper {method} {args[:1]} failed: {exc!r}") from exc
 
     def _commit(self, transaction: Any) -> list[Any]:
-        """Commit a multi-op transaction within the bound; returns kazoo's result list."""
-        if self.session is not Session.CONNECTED:
-            raise Unavailable(f"ZooKeeper session is {self.session}: not committing")
+        """Commit a multi-op transaction within the bound, once: after a failure the next
+        round re-reads instead of retrying blindly. Returns kazoo's result list."""
+        self._require_connected("commit")
         try:
-            result: list[Any] = transaction.commit_async().get(timeout=self.call_timeout)
-        except self.client.handler.timeout_exception:
-            raise Unavailable("ZooKeeper transaction timed out") from None
+            result: list[Any] = self._wait(transaction.commit_async())
         except (ConnectionLoss, OperationTimeoutError) as exc:
             raise Unavailable(f"ZooKeeper transaction failed: {exc!r}") from exc
         return result

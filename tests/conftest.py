@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.harness import procs
-from tests.harness.agrajag import CONF_D, EVENT_COMMAND
+from tests.harness.agrajag import EVENT_COMMAND
 from tests.harness.postgres import PgCluster
 from tests.harness.proxies import HAProxy, PgBouncer
+from tests.harness.shipped import CONF_D
+from tests.harness.watch import WatchProc
 from tests.harness.zookeeper import ZkEnsemble
 
 
@@ -77,6 +80,23 @@ def pgbouncer() -> Iterator[PgBouncer]:
         yield bouncer
     finally:
         bouncer.stop()
+
+
+@pytest.fixture
+def watchers(tmp_path: Path, zk: ZkEnsemble) -> Iterator[Callable[..., WatchProc]]:
+    """Start `agrajag watch` processes (from conf.d's example); all are stopped at the end."""
+    started: list[WatchProc] = []
+
+    def start(agent: str = "app1", **overrides: object) -> WatchProc:
+        proc = WatchProc(tmp_path / agent, zk.hosts, agent=agent, **overrides).start()
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

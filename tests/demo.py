@@ -19,10 +19,11 @@ from pathlib import Path
 import psycopg
 
 from agrajag.sinks.haproxy import HAProxySink, Settings
-from tests.harness.agrajag import AGRAJAG, CONF_D, EVENT_COMMAND, Daemons
+from tests.harness.agrajag import EVENT_COMMAND, Daemons
 from tests.harness.postgres import PgCluster
 from tests.harness.procs import STARTED, service_dir, wait_until
 from tests.harness.proxies import HAProxy
+from tests.harness.shipped import AGRAJAG, CONF_D
 from tests.harness.watch import WatchProc
 from tests.harness.zookeeper import ZkEnsemble
 

@@ -58,9 +58,10 @@ import psycopg
 from kazoo.client import KazooClient
 
 from tests.harness import procs
-from tests.harness.agrajag import CONF_D, EVENT_COMMAND, DaemonProc
+from tests.harness.agrajag import EVENT_COMMAND, DaemonProc
 from tests.harness.postgres import PgCluster, PgNode
 from tests.harness.procs import wait_until
+from tests.harness.shipped import CONF_D
 from tests.harness.zookeeper import ZkEnsemble
 
 SCHEMA_SQL = (CONF_D / "agrajag-schema.sql").read_text()

@@ -39,7 +39,8 @@ from agrajag.watch_inbox import Inbox, Wake
 from agrajag.watch_rules import Backoff, FailMode
 from agrajag.watcher import Watcher
 from tests.harness import procs
-from tests.harness.watch import CONF_D, ROOT, master
+from tests.harness.shipped import CONF_D
+from tests.harness.watch import ROOT, master
 from tests.harness.zookeeper import ZkEnsemble
 
 WATCHERS = 200

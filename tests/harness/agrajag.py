@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Any
-
 import yaml
 
 from tests.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
 from tests.harness.procs import Proc, free_port, service_env, write_service_file
+from tests.harness.shipped import AGRAJAG, example
 
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
-#: The console script of the environment running the tests (`postgres` can run Debian's python3).
-AGRAJAG = str(Path(sys.executable).parent / "agrajag")
 #: repmgr's event hook, as conf.d/repmgr-event-notification.conf has it, per node.
 EVENT_COMMAND = (
     f"{AGRAJAG} notify --socket {{node_dir}}/agrajag.sock --node-id %n --event %e --success %s"
 )
-
-
-def example(name: str) -> dict[str, Any]:
-    """A shipped example config, so the tests prove the examples."""
-    data: dict[str, Any] = yaml.safe_load((CONF_D / name).read_text())
-    return data
 
 
 class DaemonProc:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import psycopg
 
+from agrajag.sinks.haproxy import unix_command
 from tests.harness.postgres import PgCluster, PgNode
 from tests.harness.procs import (
     Proc,
@@ -17,27 +17,12 @@ from tests.harness.procs import (
     wait_until,
     write_service_file,
 )
+from tests.harness.shipped import CONF_D
 
 #: The shipped templates the sinks' tests and benchmark render with these proxies' ports.
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
 HAPROXY = "/usr/sbin/haproxy"
 PGBOUNCER = "/usr/sbin/pgbouncer"
 PGBOUNCER_ADMIN = "pgbadmin"
-
-
-def unix_command(path: Path, command: str, timeout: float = 5.0) -> str:
-    """Send one command line to an HAProxy stats or master socket and read the whole answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(command.encode() + b"\n")
-        s.shutdown(
-            socket.SHUT_WR
-        )  # the master CLI answers only once the client is done, as socat does
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
 
 
 def client(port: int) -> psycopg.Connection[tuple[object, ...]]:
@@ -142,7 +127,7 @@ class HAProxy:
         return self
 
     def runtime(self, command: str) -> str:
-        return unix_command(self.stats_socket, command)
+        return unix_command(self.stats_socket, command, timeout=5.0)
 
     def server_states(self) -> list[dict[str, str]]:
         """`show servers state` as one dict per server, keyed by the header's column names."""
@@ -151,7 +136,7 @@ class HAProxy:
         return [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
 
     def master(self, command: str) -> str:
-        return unix_command(self.master_socket, command)
+        return unix_command(self.master_socket, command, timeout=5.0)
 
     def stop(self) -> None:
         if self.proc:

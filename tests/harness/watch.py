@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import socketserver
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,9 @@ from kazoo.exceptions import NoNodeError
 
 from agrajag.record import MasterRecord, WatcherAck
 from tests.harness.procs import Proc, free_port
+from tests.harness.shipped import AGRAJAG, CONF_D, example
 
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
-AGRAJAG = str(Path(sys.executable).parent / "agrajag")
 ROOT = "/agrajag"
-
-
-def example(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((CONF_D / name).read_text())
-    return data
 
 
 def example_sinks(home: Path) -> dict[str, dict[str, Any]]:
@@ -78,7 +71,8 @@ class WatchProc:
         conf["sinks"] = [template_sink]
         conf.update(agent=agent, state_file=str(self.state_file), reconcile_interval_s=1)
         conf["zookeeper"].update(hosts=zk_hosts, session_timeout_s=4, call_timeout_s=1)
-        conf["metrics"] = {}
+        self.metrics_port = free_port()
+        conf["metrics"] = {"address": "127.0.0.1", "port": self.metrics_port}
         conf["retry_backoff"] = {"initial_s": 0.2, "max_s": 1}
         conf.update(overrides)
         self.config = home / "watch.yaml"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
@@ -10,7 +9,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from tests.harness.postgres import PgCluster
 from tests.harness.procs import wait_until
-from tests.harness.proxies import HAProxy, PgBouncer
+from tests.harness.proxies import HAProxy, PgBouncer, client
 from tests.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
@@ -71,15 +70,8 @@ def test_repmgrd_promotes_a_standby_and_the_other_follows(pg_cluster: PgCluster)
     )
 
 
-def _is_primary_through(port: int, **kwargs: object) -> bool:
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=port,
-        dbname="repmgr",
-        user="repmgr",
-        connect_timeout=3,
-        **kwargs,  # type: ignore[arg-type]
-    ) as conn:
+def _is_primary_through(port: int) -> bool:
+    with client(port) as conn:
         row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
     assert row is not None
     return row[0] is False
@@ -102,6 +94,6 @@ def test_pgbouncer_forwards_a_client_to_the_primary(
     primary = pg_cluster.nodes[0]
     pgbouncer.write_config(f"repmgr = host=127.0.0.1 port={primary.port} dbname=repmgr")
     pgbouncer.start()
-    assert _is_primary_through(pgbouncer.port, prepare_threshold=None)
+    assert _is_primary_through(pgbouncer.port)
     databases = pgbouncer.admin("SHOW DATABASES")
     assert any(row[0] == "repmgr" and row[2] == primary.port for row in databases)

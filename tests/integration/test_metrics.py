@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.agrajag import CONF_D, DaemonProc, Daemons
+from tests.harness.agrajag import DaemonProc, Daemons
 from tests.harness.postgres import PgCluster
-from tests.harness.procs import free_port, wait_until
+from tests.harness.procs import wait_until
+from tests.harness.shipped import CONF_D
 from tests.harness.watch import Publisher, WatchProc, master
 from tests.harness.zookeeper import ZkEnsemble
 from tests.promtool import check_metrics
@@ -84,33 +85,16 @@ def daemons(zk: ZkEnsemble, cluster_with_hook: PgCluster) -> Iterator[ScrapedDae
         yield d
     finally:
         d.stop()
-        PROCS.clear()
 
 
-@pytest.fixture
-def watchers(tmp_path: Path, zk: ZkEnsemble) -> Iterator[Callable[..., WatchProc]]:
-    """Start `agrajag watch` processes with a metrics endpoint; all are stopped at the end."""
-    started: list[WatchProc] = []
-
-    def start(agent: str = "app1", **overrides: object) -> WatchProc:
-        port = free_port()
-        metrics = {"address": "127.0.0.1", "port": port}
-        proc = WatchProc(tmp_path / agent, zk.hosts, agent=agent, metrics=metrics, **overrides)
-        proc.metrics_port = port  # type: ignore[attr-defined]
-        started.append(proc.start())
-        PROCS.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
-        PROCS.clear()
+@pytest.fixture(autouse=True)
+def forget_procs() -> Iterator[None]:
+    yield
+    PROCS.clear()
 
 
 def watch_scrape(watch: WatchProc) -> Scrape:
-    return scrape(watch.metrics_port)  # type: ignore[attr-defined]
+    return scrape(watch.metrics_port)
 
 
 def test_daemon_metrics_through_failover_split_brain_and_zookeeper_outage(
@@ -122,6 +106,7 @@ def test_daemon_metrics_through_failover_split_brain_and_zookeeper_outage(
     cluster = cluster_with_hook
     daemons.start()
     watch = watchers()
+    PROCS.append(watch)
     everyone = tuple(daemons.procs)
 
     def all_daemons(check: Callable[[Scrape], bool], *names: str) -> bool:
@@ -282,6 +267,7 @@ def test_watcher_metrics_follow_records_refusals_failing_sinks_and_zookeeper(
             "clusters": ["main"],
         }
         watch = watchers(sinks=[sink])
+        PROCS.append(watch)
 
         def applied() -> float | None:
             return watch_scrape(watch).value("agrajag_watch_applied_epoch", cluster="main")

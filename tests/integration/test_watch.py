@@ -36,23 +36,6 @@ def publisher(zk: ZkEnsemble) -> Iterator[Publisher]:
         pub.close()
 
 
-@pytest.fixture
-def watchers(tmp_path: Path, zk: ZkEnsemble) -> Iterator[Callable[..., WatchProc]]:
-    """Start `agrajag watch` processes; all are stopped at the end."""
-    started: list[WatchProc] = []
-
-    def start(agent: str = "app1", **overrides: object) -> WatchProc:
-        proc = WatchProc(tmp_path / agent, zk.hosts, agent=agent, **overrides).start()
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
-
-
 def converged(
     watch: WatchProc, publisher: Publisher, epoch: int, node: int = 1, port: int = 5432
 ) -> bool:

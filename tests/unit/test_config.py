@@ -14,19 +14,13 @@ from agrajag.daemon_config import DaemonSettings
 from agrajag.errors import ConfigError
 from agrajag.metrics import serve
 from agrajag.registry import Registry
-
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
+from tests.harness.shipped import CONF_D, example
 
 
 def write(tmp_path: Path, data: object) -> Path:
     path = tmp_path / "daemon.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def example() -> dict:  # type: ignore[type-arg]
-    data: dict = yaml.safe_load((CONF_D / "daemon.example.yaml").read_text())  # type: ignore[type-arg]
-    return data
 
 
 def test_the_shipped_daemon_example_loads() -> None:
@@ -55,7 +49,7 @@ def test_the_shipped_daemon_example_loads() -> None:
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
-    data = example()
+    data = example("daemon.example.yaml")
     change(data)
     path = write(tmp_path, data)
     with pytest.raises(ConfigError) as err:

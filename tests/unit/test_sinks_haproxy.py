@@ -19,8 +19,7 @@ from agrajag.sinks.haproxy import (
     sessions_to,
     without_servers,
 )
-
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
+from tests.harness.shipped import CONF_D
 
 CONFIG = """\
 global

@@ -18,8 +18,7 @@ from agrajag.sinks.pgbouncer import (
     moved_databases,
     parse_databases,
 )
-
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
+from tests.harness.shipped import CONF_D
 
 DATABASES = """\
 ; comment

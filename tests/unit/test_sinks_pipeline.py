@@ -13,8 +13,8 @@ import pytest
 from agrajag.record import MasterRecord
 from agrajag.sinks.base import ApplyResult, SinkError, render
 from agrajag.sinks.template import Settings, TemplateSink
+from tests.harness.shipped import CONF_D
 
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
 TEMPLATE = "{% for name, m in clusters.items() %}{{ name }}={{ m.host }}:{{ m.port }}\n{% endfor %}"
 
 

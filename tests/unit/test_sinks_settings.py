@@ -12,8 +12,8 @@ from agrajag.sinks import SINK_TYPES, build_sink
 from agrajag.sinks.haproxy import HAProxySink
 from agrajag.sinks.pgbouncer import PgBouncerSink
 from agrajag.sinks.template import TemplateSink
+from tests.harness.shipped import CONF_D
 
-CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
 SOURCE = "watch.yaml: sinks[0]"
 
 

@@ -272,14 +272,15 @@ class HAProxySink(FileSink):
     def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
         plan = plan_change(old_text, new_text)
         if plan.runtime:
-            self._set_addresses(plan.moves)
+            cut = self._switch(plan.moves)
             self._save_state(new_text, forget=frozenset())
             action = "runtime" if plan.moves else "written"
         else:
             self._save_state(new_text, forget=plan.cut)
             self._reload()
-            action = "reload"
-        cut = self._cut_sessions(plan.cut)
+            cut, action = 0, "reload"
+        # The running worker now has only sessions to the new addresses: cut the old workers'.
+        cut += self._cut_sessions(plan.cut)
         return ApplyResult(changed=True, action=action, cut_sessions=cut, detail=plan.describe())
 
     def rollback(self, old_text: str | None, new_text: str) -> None:
@@ -294,12 +295,31 @@ class HAProxySink(FileSink):
         except OSError as exc:
             raise self.error(step, f"{command!r} on {sock}: {exc}") from exc
 
-    def _set_addresses(self, moves: Mapping[ServerKey, Address]) -> None:
+    def _switch(self, moves: Mapping[ServerKey, Address]) -> int:
+        """Move servers to their new addresses in the running worker, cutting the sessions
+        to the old ones; returns how many sessions were listed there just before.
+
+        One CLI line per server, in this order: no new session may reach the old address
+        once its sessions are cut (maint), and none to the new address is cut. The old
+        primary's server may be DOWN by its health check: `health up` lets the new address
+        take clients at once instead of after the checks rise (they go on checking it).
+        """
+        listing = self._call(self.settings.stats_socket, "show sess", "runtime")
+        cut = 0
         for (proxy, server), address in sorted(moves.items()):
-            command = f"set server {proxy}/{server} addr {address.host} port {address.port}"
+            cut += len(sessions_to(listing, frozenset({(proxy, server)})))
+            target = f"set server {proxy}/{server}"
+            command = "; ".join([
+                f"{target} state maint",
+                f"shutdown sessions server {proxy}/{server}",
+                f"{target} addr {address.host} port {address.port}",
+                f"{target} health up",
+                f"{target} state ready",
+            ])  # fmt: skip
             answer = self._call(self.settings.stats_socket, command, "runtime").strip()
-            if not _ADDRESS_SET.match(answer):
+            if not _ADDRESS_SET.match(answer) or "\n" in answer:
                 raise self.error("runtime", f"{command!r}: {answer!r}")
+        return cut
 
     def _save_state(self, config_text: str, forget: frozenset[ServerKey]) -> None:
         """Rewrite the config's server-state-file from the running worker, minus `forget`."""
@@ -337,12 +357,13 @@ class HAProxySink(FileSink):
         return "Stopping: 1" in answer or answer.startswith(_NO_PID)
 
     def _cut_sessions(self, servers: frozenset[ServerKey]) -> int:
-        """End every session to `servers` in every worker; how many were cut."""
+        """End every session to `servers` in the old workers (still draining after a reload,
+        on the old configuration); how many were cut."""
         if not servers:
             return 0
         processes = self._processes("cut")
         cut = 0
-        for pid in sorted(processes.workers | processes.old_workers):
+        for pid in sorted(processes.old_workers):
             listing = self._call(self.settings.master_socket, f"@!{pid} show sess", "cut")
             cut += self._shutdown(pid, sessions_to(listing, servers))
         return cut

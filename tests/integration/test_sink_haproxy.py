@@ -101,6 +101,30 @@ def test_ip_move_switches_at_runtime_and_cuts_sessions_to_the_old_primary(
     assert state_file_ports(haproxy) == [str(node2.port)]  # a later reload agrees
 
 
+def test_a_runtime_switch_away_from_a_dead_primary_routes_at_once(
+    pg_cluster: PgCluster, haproxy: HAProxy
+) -> None:
+    """The crashed primary's server is DOWN by its health check; the new address must not
+    wait for checks to rise again before HAProxy sends clients to it."""
+    node1, node2, _ = pg_cluster.nodes
+    sink = haproxy_sink(haproxy)
+    start_without_master(haproxy, sink)
+    sink.apply({"main": master(node1, 1)})
+    assert writes_through(haproxy.port) == node1.port
+    for each in pg_cluster.nodes:
+        each.stop_repmgrd()
+    node1.crash()
+    wait_until(
+        lambda: [s["srv_op_state"] for s in haproxy.server_states()] == ["0"],
+        timeout=10,
+        what="HAProxy's health check to mark node1 down",
+    )
+    node2.pg_ctl("promote", "-w")
+
+    assert sink.apply({"main": master(node2, 2)}).action == "runtime"
+    assert writes_through(haproxy.port) == node2.port
+
+
 def test_reload_cuts_the_sessions_its_old_worker_keeps(
     pg_cluster: PgCluster, haproxy: HAProxy, held: list[psycopg.Connection[tuple[object, ...]]]
 ) -> None:

@@ -153,6 +153,16 @@ class FakeHAProxy:
             prefix, _, command = command.partition(" ")
             return self.worker(int(prefix[2:]), command)
         words = command.split()
+        if words[:2] == ["set", "server"] and words[3] in ("health", "state"):
+            return ""
+        if command == "show sess":  # the stats socket talks to the current worker
+            return self.worker(self.current, command)
+        if words[:3] == ["shutdown", "sessions", "server"]:
+            backend, server = words[3].split("/")
+            current = self.sessions[self.current]
+            for sid in [i for i, target in current.items() if target == (backend, server)]:
+                del current[sid]
+            return ""
         if words[:2] == ["set", "server"]:
             self.addresses[tuple(words[2].split("/"))] = f"{words[4]}:{words[6]}"  # type: ignore[index]
             return f"IP changed from '10.0.0.1' to '{words[4]}' by 'stats socket command'\n"
@@ -246,7 +256,11 @@ def test_first_master_reloads_then_an_ip_move_is_a_runtime_switch_with_cuts(
 
     assert (result.changed, result.action, result.cut_sessions) == (True, "runtime", 2)
     assert "reload" not in fake.sent
-    assert fake.sent[0] == "set server main/primary addr 10.0.0.2 port 5433"
+    assert fake.sent[1] == (  # cut before the switch; not left DOWN by the old checks
+        "set server main/primary state maint; shutdown sessions server main/primary; "
+        "set server main/primary addr 10.0.0.2 port 5433; set server main/primary health up; "
+        "set server main/primary state ready"
+    )
     assert fake.sessions == {100: {}, 101: {"0xb": ("other", "primary")}}
     assert "main 1 primary 10.0.0.2:5433" in (tmp_path / "server-state").read_text()
     assert "server primary 10.0.0.2:5433" in (tmp_path / "haproxy.cfg").read_text()
@@ -291,7 +305,7 @@ def test_failed_cut_restores_the_file_and_reloads_it(
 ) -> None:
     sink.apply({"main": master(1, "10.0.0.1")})
     old = (tmp_path / "haproxy.cfg").read_bytes()
-    fake.sessions[101] = {"0xa": ("main", "primary")}
+    fake.sessions[100] = {"0xa": ("main", "primary")}  # an old worker, still draining
     answer = fake.worker
     fake.worker = lambda pid, command: (  # type: ignore[method-assign]
         "Permission denied.\n" if command.startswith("shutdown") else answer(pid, command)

@@ -31,7 +31,7 @@ test: setup
 	$(VENV)/bin/pytest
 
 bench: setup
-	$(VENV)/bin/python -m tests.bench.run
+	$(VENV)/bin/python -m tools.bench.run
 
 demo: setup
-	$(VENV)/bin/python -m tests.demo
+	$(VENV)/bin/python -m tools.demo

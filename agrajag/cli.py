@@ -61,15 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "daemon":
-            from agrajag.daemon import run_daemon
+            from agrajag.daemon.loop import run_daemon
 
             return run_daemon(args.config)
         if args.command == "watch":
-            from agrajag.watcher import run_watch
+            from agrajag.watch.loop import run_watch
 
             return run_watch(args.config)
         if args.command == "notify":
-            from agrajag.wakeup import notify
+            from agrajag.daemon.wakeup import notify
 
             return notify(args)
         from agrajag.status import run_status

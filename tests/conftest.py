@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import procs
-from tests.harness.agrajag import EVENT_COMMAND
-from tests.harness.postgres import PgCluster
-from tests.harness.proxies import HAProxy, PgBouncer
-from tests.harness.shipped import CONF_D
-from tests.harness.watch import WatchProc
-from tests.harness.zookeeper import ZkEnsemble
+from tools.harness import procs
+from tools.harness.agrajag import EVENT_COMMAND
+from tools.harness.postgres import PgCluster
+from tools.harness.proxies import HAProxy, PgBouncer
+from tools.harness.shipped import CONF_D
+from tools.harness.watch import WatchProc
+from tools.harness.zookeeper import ZkEnsemble
 
 
 @pytest.fixture

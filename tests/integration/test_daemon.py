@@ -12,10 +12,10 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from tests.harness.agrajag import Daemons
-from tests.harness.postgres import PgCluster
-from tests.harness.procs import wait_until
-from tests.harness.zookeeper import ZkEnsemble
+from tools.harness.agrajag import Daemons
+from tools.harness.postgres import PgCluster
+from tools.harness.procs import wait_until
+from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
-from tests.harness.postgres import PgCluster
-from tests.harness.procs import wait_until
-from tests.harness.proxies import HAProxy, PgBouncer, client
-from tests.harness.zookeeper import ZkEnsemble
+from tools.harness.postgres import PgCluster
+from tools.harness.procs import wait_until
+from tools.harness.proxies import HAProxy, PgBouncer, client
+from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.agrajag import DaemonProc, Daemons
-from tests.harness.postgres import PgCluster
-from tests.harness.procs import wait_until
-from tests.harness.shipped import CONF_D
-from tests.harness.watch import Publisher, WatchProc, master
-from tests.harness.zookeeper import ZkEnsemble
 from tests.promtool import check_metrics
+from tools.harness.agrajag import DaemonProc, Daemons
+from tools.harness.postgres import PgCluster
+from tools.harness.procs import wait_until
+from tools.harness.shipped import CONF_D
+from tools.harness.watch import Publisher, WatchProc, master
+from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.probe import Credentials, Outcome, ProbeRound, ProbeTarget, check_round
-from tests.harness.postgres import CHECK_PASSWORD, CHECK_USER, PgCluster, PgNode
-from tests.harness.procs import wait_until
+from agrajag.daemon.probe import Credentials, Outcome, ProbeRound, ProbeTarget, check_round
+from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, PgCluster, PgNode
+from tools.harness.procs import wait_until
 
 pytestmark = pytest.mark.integration
 

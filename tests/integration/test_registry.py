@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 
 from agrajag.record import MasterRecord, NodeRecord
-from agrajag.registry import NodeNameTaken, Published, Registry, Session, Unavailable
-from tests.harness.procs import wait_until
-from tests.harness.zookeeper import ZkEnsemble
+from agrajag.registry.client import NodeNameTaken, Published, Registry, Session, Unavailable
+from tools.harness.procs import wait_until
+from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
 

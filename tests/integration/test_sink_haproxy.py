@@ -16,9 +16,9 @@ import pytest
 from agrajag.record import MasterRecord
 from agrajag.sinks.base import SinkError
 from agrajag.sinks.haproxy import HAProxySink, Processes, Settings
-from tests.harness.postgres import PgCluster, PgNode
-from tests.harness.procs import wait_until
-from tests.harness.proxies import (
+from tools.harness.postgres import PgCluster, PgNode
+from tools.harness.procs import wait_until
+from tools.harness.proxies import (
     CONF_D,
     HAProxy,
     client,

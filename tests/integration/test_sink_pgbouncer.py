@@ -13,9 +13,9 @@ import pytest
 
 from agrajag.record import MasterRecord
 from agrajag.sinks.pgbouncer import PgBouncerSink, Settings
-from tests.harness.postgres import PgCluster, PgNode
-from tests.harness.procs import wait_until
-from tests.harness.proxies import (
+from tools.harness.postgres import PgCluster, PgNode
+from tools.harness.procs import wait_until
+from tools.harness.proxies import (
     PgBouncer,
     client,
     promote_by_hand,

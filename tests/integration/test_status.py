@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from agrajag.record import NodeRecord, WatcherAck
-from agrajag.registry import Published, Registry
-from tests.harness.zookeeper import ZkEnsemble
+from agrajag.registry.client import Published, Registry
 from tests.integration.test_registry import record
+from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.procs import wait_until
-from tests.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
-from tests.harness.watch import (
+from tools.harness.procs import wait_until
+from tools.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
+from tools.harness.watch import (
     AGRAJAG,
     Backend,
     Publisher,
@@ -22,7 +22,7 @@ from tests.harness.watch import (
     greeting,
     master,
 )
-from tests.harness.zookeeper import ZkEnsemble
+from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agrajag.decision import Reason
+from agrajag.daemon.decision import Reason
+from agrajag.daemon.probe import Outcome
 from agrajag.metrics import SESSION_STATES
-from agrajag.probe import Outcome
-from agrajag.registry import Published
-from agrajag.watch_rules import Reason as WatchReason
+from agrajag.registry.client import Published
+from agrajag.watch.rules import Reason as WatchReason
 from tests.promtool import (
     README,
     RULE_TESTS,

@@ -10,11 +10,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from agrajag.config import MetricsSettings
-from agrajag.daemon_config import DaemonSettings
+from agrajag.daemon.settings import DaemonSettings
 from agrajag.errors import ConfigError
 from agrajag.metrics import serve
-from agrajag.registry import Registry
-from tests.harness.shipped import CONF_D, example
+from agrajag.registry.client import Registry
+from tools.harness.shipped import CONF_D, example
 
 
 def write(tmp_path: Path, data: object) -> Path:

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from agrajag.decision import Publish, Reason, Refuse, Situation, Unchanged, decide
-from agrajag.probe import NodeCheck, Outcome, ProbeRound
+from agrajag.daemon.decision import Publish, Reason, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.probe import NodeCheck, Outcome, ProbeRound
+from agrajag.daemon.repmgr import parse_cluster_show
 from agrajag.record import MasterRecord
-from agrajag.registry import Current
-from agrajag.repmgr import parse_cluster_show
+from agrajag.registry.client import Current
 
 HEADER = (
     " ID | Name | Role | Status | Upstream | Location | Priority | Timeline | Connection string\n"

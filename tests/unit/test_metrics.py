@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from agrajag.daemon import trigger_label
+from agrajag.daemon.loop import trigger_label
 from agrajag.metrics import SESSION_STATES, DaemonMetrics, WatcherMetrics
-from agrajag.registry import Session
+from agrajag.registry.client import Session
 from tests.promtool import check_metrics, daemon_sample, exposition, watcher_sample
 
 Sample = Callable[[], DaemonMetrics | WatcherMetrics]

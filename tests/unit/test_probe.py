@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.errors import ConfigError
-from agrajag.probe import (
+from agrajag.daemon.probe import (
     SCHEMA_DDL,
     Credentials,
     NodeCheck,
@@ -20,6 +19,7 @@ from agrajag.probe import (
     check_round,
     classify,
 )
+from agrajag.errors import ConfigError
 
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "conf.d" / "agrajag-schema.sql"
 CREDS = Credentials("agrajag", "secret")

@@ -11,7 +11,7 @@ from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
 from agrajag.record import MasterRecord
-from agrajag.registry import Registry, Unavailable
+from agrajag.registry.client import Registry, Unavailable
 
 
 class Answer:

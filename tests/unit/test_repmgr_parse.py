@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agrajag.daemon.repmgr import ClusterView, Node, ParseError, Reason, parse_cluster_show
 from agrajag.errors import AgrajagError
-from agrajag.repmgr import ClusterView, Node, ParseError, Reason, parse_cluster_show
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "repmgr"
 
@@ -35,7 +35,7 @@ EXPECTED = {
     "repmgr4-handmade.txt": Expect("node2"),
     "repmgr3-handmade.txt": Expect("node1"),
     "repmgr3-two-masters-handmade.txt": Expect(None, (Reason.MULTIPLE_PRIMARIES,)),
-    # Captured from the real repmgr 5.3 by `python -m tests.fixtures.repmgr.capture`.
+    # Captured from the real repmgr 5.3 by `python -m tools.capture_repmgr`.
     "healthy-5.3-real.txt": Expect("node1"),
     "compact-5.3-real.txt": Expect("node1"),
     "verbose-5.3-real.txt": Expect("node1"),

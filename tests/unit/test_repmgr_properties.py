@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agrajag.repmgr import Node, ParseError, Reason, parse_cluster_show
+from agrajag.daemon.repmgr import Node, ParseError, Reason, parse_cluster_show
 
 FAST = settings(max_examples=200, deadline=None)
 

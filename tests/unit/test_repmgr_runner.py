@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.repmgr import ParseError, RepmgrError, run_cluster_show
+from agrajag.daemon.repmgr import ParseError, RepmgrError, run_cluster_show
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "repmgr"
 CONFIG = "/etc/repmgr.conf"

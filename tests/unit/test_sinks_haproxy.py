@@ -19,7 +19,7 @@ from agrajag.sinks.haproxy import (
     sessions_to,
     without_servers,
 )
-from tests.harness.shipped import CONF_D
+from tools.harness.shipped import CONF_D
 
 CONFIG = """\
 global

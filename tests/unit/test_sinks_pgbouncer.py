@@ -18,7 +18,7 @@ from agrajag.sinks.pgbouncer import (
     moved_databases,
     parse_databases,
 )
-from tests.harness.shipped import CONF_D
+from tools.harness.shipped import CONF_D
 
 DATABASES = """\
 ; comment

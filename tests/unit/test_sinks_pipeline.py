@@ -13,7 +13,7 @@ import pytest
 from agrajag.record import MasterRecord
 from agrajag.sinks.base import ApplyResult, SinkError, render
 from agrajag.sinks.template import Settings, TemplateSink
-from tests.harness.shipped import CONF_D
+from tools.harness.shipped import CONF_D
 
 TEMPLATE = "{% for name, m in clusters.items() %}{{ name }}={{ m.host }}:{{ m.port }}\n{% endfor %}"
 

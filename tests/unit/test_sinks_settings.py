@@ -12,7 +12,7 @@ from agrajag.sinks import SINK_TYPES, build_sink
 from agrajag.sinks.haproxy import HAProxySink
 from agrajag.sinks.pgbouncer import PgBouncerSink
 from agrajag.sinks.template import TemplateSink
-from tests.harness.shipped import CONF_D
+from tools.harness.shipped import CONF_D
 
 SOURCE = "watch.yaml: sinks[0]"
 

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agrajag.wakeup import WakeupListener
+from agrajag.daemon.wakeup import WakeupListener
 
 NOTIFY = [sys.executable, "-m", "agrajag", "notify"]
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from agrajag.errors import ConfigError
-from agrajag.watch_config import WatchConfig
-from agrajag.watch_rules import Backoff, FailMode
-from tests.harness.watch import example, example_sinks
+from agrajag.watch.rules import Backoff, FailMode
+from agrajag.watch.settings import WatchConfig
+from tools.harness.watch import example, example_sinks
 
 
 def write(tmp_path: Path, **changes: Any) -> Path:

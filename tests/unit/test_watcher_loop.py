@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from agrajag.config import MetricsSettings, ZooKeeperSettings
+from agrajag.inbox import Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics
 from agrajag.record import MasterRecord, WatcherAck
-from agrajag.registry import Current, Session, Unavailable
+from agrajag.registry.client import Current, Session, Unavailable
 from agrajag.sinks import ApplyResult, SinkError
-from agrajag.watch_config import WatchConfig
-from agrajag.watch_inbox import Inbox, SessionChanged, Wake
-from agrajag.watch_rules import Backoff, FailMode
-from agrajag.watch_state import Applied, load_state, save_state
-from agrajag.watcher import Watcher
+from agrajag.watch.loop import Watcher
+from agrajag.watch.rules import Backoff, FailMode
+from agrajag.watch.settings import WatchConfig
+from agrajag.watch.state import Applied, load_state, save_state
 from tests.unit.test_watcher_rules import record
 
 CONNECTED = SessionChanged(Session.CONNECTED)

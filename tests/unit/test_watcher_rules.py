@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agrajag.record import MasterRecord
-from agrajag.watch_rules import (
+from agrajag.watch.rules import (
     Accepted,
     Backoff,
     FailMode,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.watch_state import Applied, StateError, load_state, save_state
+from agrajag.watch.state import Applied, StateError, load_state, save_state
 from tests.unit.test_watcher_rules import record
 
 AT = "2026-11-22T03:00:00.000Z"

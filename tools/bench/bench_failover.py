@@ -1,6 +1,6 @@
 """From the new primary taking writes to the master znode naming it, over real failovers.
 
-Usage: python -m tests.bench.bench_failover [--failovers N] [--mode MODE] [--keep] [OUT.json]
+Usage: python -m tools.bench.bench_failover [--failovers N] [--mode MODE] [--keep] [OUT.json]
 
 MODE is `notify` (repmgr's event_notification_command runs `agrajag notify`; the daemons
 poll only every 5 s, as the original Agrajag did, so a fast publish can only come from the
@@ -57,12 +57,12 @@ from typing import Any
 import psycopg
 from kazoo.client import KazooClient
 
-from tests.harness import procs
-from tests.harness.agrajag import EVENT_COMMAND, DaemonProc
-from tests.harness.postgres import PgCluster, PgNode
-from tests.harness.procs import wait_until
-from tests.harness.shipped import CONF_D
-from tests.harness.zookeeper import ZkEnsemble
+from tools.harness import procs
+from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
+from tools.harness.postgres import PgCluster, PgNode
+from tools.harness.procs import wait_until
+from tools.harness.shipped import CONF_D
+from tools.harness.zookeeper import ZkEnsemble
 
 SCHEMA_SQL = (CONF_D / "agrajag-schema.sql").read_text()
 BENCH_TABLE = "CREATE TABLE agrajag_bench_writes (node text, at timestamptz DEFAULT now())"
@@ -479,7 +479,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_failover")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_failover")
     parser.add_argument("--failovers", type=int, default=20, help="per mode (default 20)")
     parser.add_argument("--mode", default="both", choices=[*MODES, *GROUPS])
     parser.add_argument("--keep", action="store_true", help="keep every cluster's directory")

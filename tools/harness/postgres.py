@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tests.harness.procs import (
+from tools.harness.procs import (
     Proc,
     as_service_user,
     free_port,

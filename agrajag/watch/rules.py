@@ -2,7 +2,7 @@
 
 Which record read from a znode may replace the last one, whether routing stays open while
 ZooKeeper is silent, and how long a failing sink waits before the next try. The loop in
-`agrajag.watcher` only gathers the values and acts on the answers.
+`agrajag.watch.loop` only gathers the values and acts on the answers.
 """
 
 from __future__ import annotations

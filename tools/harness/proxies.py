@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 
 from agrajag.sinks.haproxy import unix_command
-from tests.harness.postgres import PgCluster, PgNode
-from tests.harness.procs import (
+from tools.harness.postgres import PgCluster, PgNode
+from tools.harness.procs import (
     Proc,
     free_port,
     listening,
@@ -17,7 +17,7 @@ from tests.harness.procs import (
     wait_until,
     write_service_file,
 )
-from tests.harness.shipped import CONF_D
+from tools.harness.shipped import CONF_D
 
 #: The shipped templates the sinks' tests and benchmark render with these proxies' ports.
 HAPROXY = "/usr/sbin/haproxy"

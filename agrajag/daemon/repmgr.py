@@ -221,7 +221,7 @@ def parse_cluster_show(text: str) -> ClusterView:
     >>> parse_cluster_show("ERROR: connection to database failed")
     Traceback (most recent call last):
     ...
-    agrajag.repmgr.ParseError: line 1: no table header (no line contains '|')
+    agrajag.daemon.repmgr.ParseError: line 1: no table header (no line contains '|')
     """
     lines = [
         (lineno, line.rstrip("\r"))

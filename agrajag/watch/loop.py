@@ -21,14 +21,14 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from agrajag import __version__
+from agrajag.inbox import Event, Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics, serve
 from agrajag.record import MasterRecord, WatcherAck, utc_now
-from agrajag.registry import Current, Paths, Registry, RegistryError, Session
-from agrajag.watch_config import WatchConfig
-from agrajag.watch_inbox import Event, Inbox, SessionChanged, Wake
-from agrajag.watch_rules import Refused, accept, routed
-from agrajag.watch_sinks import SinkRunner
-from agrajag.watch_state import Applied, StateError, load_state, save_state
+from agrajag.registry.client import Current, Paths, Registry, RegistryError, Session
+from agrajag.watch.rules import Refused, accept, routed
+from agrajag.watch.runner import SinkRunner
+from agrajag.watch.settings import WatchConfig
+from agrajag.watch.state import Applied, StateError, load_state, save_state
 
 log = logging.getLogger("agrajag.watch")
 

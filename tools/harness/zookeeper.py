@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.harness.procs import Proc, free_port, service_dir, wait_until
+from tools.harness.procs import Proc, free_port, service_dir, wait_until
 
 CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
 TICK_MS = 500  # sessions may then last 1 s to 10 s (the server clamps to [2, 20] ticks)

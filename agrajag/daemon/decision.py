@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from agrajag.probe import ProbeRound
+from agrajag.daemon.probe import ProbeRound
+from agrajag.daemon.repmgr import ClusterView, Node
 from agrajag.record import MasterRecord
-from agrajag.registry import Current
-from agrajag.repmgr import ClusterView, Node
+from agrajag.registry.client import Current
 
 
 class Reason(StrEnum):

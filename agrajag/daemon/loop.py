@@ -17,15 +17,15 @@ from collections.abc import Callable
 from types import FrameType
 
 from agrajag import __version__
-from agrajag.daemon_config import DaemonSettings
-from agrajag.decision import Decision, Publish, Reason, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.decision import Decision, Publish, Reason, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.probe import ProbeRound, ProbeTarget, check_round
+from agrajag.daemon.repmgr import ClusterView, Node, RepmgrError, run_cluster_show
+from agrajag.daemon.settings import DaemonSettings
+from agrajag.daemon.wakeup import WakeupListener
 from agrajag.errors import AgrajagError
 from agrajag.metrics import DaemonMetrics, serve
-from agrajag.probe import ProbeRound, ProbeTarget, check_round
 from agrajag.record import NodeRecord, utc_now
-from agrajag.registry import Current, Published, Registry, RegistryError, Session
-from agrajag.repmgr import ClusterView, Node, RepmgrError, run_cluster_show
-from agrajag.wakeup import WakeupListener
+from agrajag.registry.client import Current, Published, Registry, RegistryError, Session
 
 log = logging.getLogger("agrajag.daemon")
 

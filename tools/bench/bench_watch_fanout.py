@@ -1,6 +1,6 @@
 """How long until every one of 200 watchers has acknowledged a new master epoch (not a test).
 
-Usage: python -m tests.bench.bench_watch_fanout [OUT.json]
+Usage: python -m tools.bench.bench_watch_fanout [OUT.json]
 Starts a ZooKeeper server from the test harness, then worker processes running real
 `Watcher` loops (at most PER_PROCESS each), each with its own ZooKeeper session and state
 file. Each round publishes the next epoch and times, through a DataWatch on every
@@ -30,18 +30,18 @@ from typing import Any
 from kazoo.client import KazooClient
 
 from agrajag.config import MetricsSettings, ZooKeeperSettings
+from agrajag.inbox import Inbox, Wake
 from agrajag.metrics import WatcherMetrics
 from agrajag.record import MasterRecord, RecordError, WatcherAck
-from agrajag.registry import Registry
+from agrajag.registry.client import Registry
 from agrajag.sinks import ApplyResult, Sink, build_sink
-from agrajag.watch_config import WatchConfig
-from agrajag.watch_inbox import Inbox, Wake
-from agrajag.watch_rules import Backoff, FailMode
-from agrajag.watcher import Watcher
-from tests.harness import procs
-from tests.harness.shipped import CONF_D
-from tests.harness.watch import ROOT, master
-from tests.harness.zookeeper import ZkEnsemble
+from agrajag.watch.loop import Watcher
+from agrajag.watch.rules import Backoff, FailMode
+from agrajag.watch.settings import WatchConfig
+from tools.harness import procs
+from tools.harness.shipped import CONF_D
+from tools.harness.watch import ROOT, master
+from tools.harness.zookeeper import ZkEnsemble
 
 WATCHERS = 200
 PER_PROCESS = 50
@@ -163,7 +163,7 @@ class Acks:
 def start_workers(
     hosts: str, base: Path, sink: str, watchers: int
 ) -> list[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "tests.bench.bench_watch_fanout", "--worker", hosts]
+    command = [sys.executable, "-m", "tools.bench.bench_watch_fanout", "--worker", hosts]
     return [
         subprocess.Popen(
             [*command, str(base), sink, str(first), str(min(PER_PROCESS, watchers - first))],

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from agrajag.repmgr import parse_cluster_show
+from agrajag.daemon.repmgr import parse_cluster_show
 
 NODES = 200
 RUNS = 2000

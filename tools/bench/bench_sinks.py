@@ -1,6 +1,6 @@
 """How long a sink takes from a new master record to the proxy routing there (not a test).
 
-Usage: python -m tests.bench.bench_sinks [OUT.json]
+Usage: python -m tools.bench.bench_sinks [OUT.json]
 Builds a 2-node cluster (no repmgrd), starts HAProxy and PgBouncer with the shipped
 templates, then switches each sink SWITCHES times between the two live nodes while a client
 session is held through the proxy. Per switch it times `apply` (render, check, swap, runtime
@@ -23,9 +23,9 @@ from agrajag.record import MasterRecord
 from agrajag.sinks.base import FileSink
 from agrajag.sinks.haproxy import HAProxySink
 from agrajag.sinks.pgbouncer import PgBouncerSink
-from tests.harness.postgres import PgCluster, PgNode
-from tests.harness.procs import wait_until
-from tests.harness.proxies import HAProxy, PgBouncer, client, served_by
+from tools.harness.postgres import PgCluster, PgNode
+from tools.harness.procs import wait_until
+from tools.harness.proxies import HAProxy, PgBouncer, client, served_by
 
 SWITCHES = 50
 WARMUP = 3

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from agrajag.metrics import WatcherMetrics
 from agrajag.record import MasterRecord
 from agrajag.sinks import Sink, SinkError
-from agrajag.watch_rules import Backoff
+from agrajag.watch.rules import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from tests.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
-from tests.harness.procs import Proc, free_port, service_env, write_service_file
-from tests.harness.shipped import AGRAJAG, example
+from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
+from tools.harness.procs import Proc, free_port, service_env, write_service_file
+from tools.harness.shipped import AGRAJAG, example
 
 #: repmgr's event hook, as conf.d/repmgr-event-notification.conf has it, per node.
 EVENT_COMMAND = (

@@ -14,8 +14,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
 from agrajag.record import MasterRecord, WatcherAck
-from tests.harness.procs import Proc, free_port
-from tests.harness.shipped import AGRAJAG, CONF_D, example
+from tools.harness.procs import Proc, free_port
+from tools.harness.shipped import AGRAJAG, CONF_D, example
 
 ROOT = "/agrajag"
 

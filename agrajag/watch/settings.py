@@ -13,7 +13,7 @@ from pathlib import Path
 from agrajag.config import MetricsSettings, Section, ZooKeeperSettings, load_yaml
 from agrajag.record import is_plain_name
 from agrajag.sinks import Sink, build_sink
-from agrajag.watch_rules import Backoff, FailMode
+from agrajag.watch.rules import Backoff, FailMode
 
 KEYS = {
     "agent",

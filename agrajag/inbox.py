@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agrajag.registry import Session
+from agrajag.registry.client import Session
 
 
 class Wake(StrEnum):

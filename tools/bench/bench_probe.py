@@ -1,6 +1,6 @@
 """How long one INSERT-check round takes on a healthy 3-node repmgr cluster (not a test).
 
-Usage: python -m tests.bench.bench_probe [OUT.json]
+Usage: python -m tools.bench.bench_probe [OUT.json]
 Builds its own cluster with the test harness (no repmgrd: nothing fails over here), applies
 conf.d/agrajag-schema.sql, times ROUNDS rounds as the `agrajag` role, prints p50/p99 and
 writes them as JSON to OUT.json (default bench-results/probe.json), then tears it all down.
@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from agrajag.probe import Credentials, ProbeTarget, check_round
-from tests.harness.postgres import CHECK_PASSWORD, CHECK_USER, PgCluster
+from agrajag.daemon.probe import Credentials, ProbeTarget, check_round
+from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, PgCluster
 
 ROUNDS = 500
 WARMUP = 20

@@ -19,13 +19,13 @@ from pathlib import Path
 import psycopg
 
 from agrajag.sinks.haproxy import HAProxySink, Settings
-from tests.harness.agrajag import EVENT_COMMAND, Daemons
-from tests.harness.postgres import PgCluster
-from tests.harness.procs import STARTED, service_dir, wait_until
-from tests.harness.proxies import HAProxy
-from tests.harness.shipped import AGRAJAG, CONF_D
-from tests.harness.watch import WatchProc
-from tests.harness.zookeeper import ZkEnsemble
+from tools.harness.agrajag import EVENT_COMMAND, Daemons
+from tools.harness.postgres import PgCluster
+from tools.harness.procs import STARTED, service_dir, wait_until
+from tools.harness.proxies import HAProxy
+from tools.harness.shipped import AGRAJAG, CONF_D
+from tools.harness.watch import WatchProc
+from tools.harness.zookeeper import ZkEnsemble
 
 
 def served_port(port: int) -> int | None:

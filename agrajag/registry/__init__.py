@@ -1,0 +1,1 @@
+"""The registry in ZooKeeper: `client` talks to it (the only module that does)."""

@@ -1,4 +1,6 @@
-"""How kazoo's threads and signal handlers wake the watcher's single loop thread.
+"""How kazoo's threads, the wake-up socket and signal handlers wake a process's loop thread.
+
+The daemon and the watcher each run one loop thread; everything else only posts here.
 
 A deque plus a self-pipe rather than a Queue or an Event: a signal handler runs on the main
 thread between two bytecodes, possibly while that thread holds the Queue's lock, and would
@@ -14,11 +16,12 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agrajag.registry.client import Session
+from agrajag.registry.values import Session
 
 
 class Wake(StrEnum):
     CHANGED = "changed"  # a master znode may have changed: re-read every cluster
+    RELOAD = "reload"  # SIGHUP: read the configuration file again
     STOP = "stop"  # SIGTERM / SIGINT
 
 
@@ -27,7 +30,15 @@ class SessionChanged:
     session: Session
 
 
-Event = Wake | SessionChanged
+@dataclass(frozen=True, slots=True)
+class Notified:
+    """repmgr's event hook woke the daemon (`agrajag notify`); `at` is time.monotonic()."""
+
+    event: str
+    at: float
+
+
+Event = Wake | SessionChanged | Notified
 
 
 class Inbox:

@@ -15,7 +15,9 @@ from typing import Any
 from agrajag.config import ZooKeeperSettings, load_yaml
 from agrajag.errors import ConfigError
 from agrajag.record import MasterRecord
-from agrajag.registry.client import Registry, Session, Unavailable
+from agrajag.registry.client import Registry
+from agrajag.registry.errors import Unavailable
+from agrajag.registry.values import Session
 
 
 def collect(registry: Registry, clusters: list[str], history: int = 5) -> dict[str, Any]:

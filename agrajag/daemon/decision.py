@@ -3,41 +3,29 @@
 `decide` takes values (repmgr's view, an INSERT-check round, the master znode as read, the
 guard's version) and returns a value: publish this record, nothing to do, or refuse with a
 reason. The daemon does the I/O around it; the rules are here, testable case by case.
-The rules are DESIGN.md's publishing rules 1-4.
+The rules are the README's publishing rules, numbered as there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from agrajag.daemon.probe import ProbeRound
-from agrajag.daemon.repmgr import ClusterView, Node
+from agrajag.daemon.probe_values import ProbeRound
+from agrajag.daemon.view import ClusterView, Node
+from agrajag.reasons import Reason
 from agrajag.record import MasterRecord
-from agrajag.registry.client import Current
-
-
-class Reason(StrEnum):
-    """Why a daemon did not publish: stable names used in logs and metrics."""
-
-    NO_PRIMARY = "no_primary"  # repmgr shows no running primary
-    MULTIPLE_PRIMARIES = "multiple_primaries"  # repmgr shows more than one
-    ANOMALY = "anomaly"  # a `!` status: some node's metadata disagrees with reality
-    SPLIT_BRAIN = "split_brain"  # more than one node accepted the INSERT
-    CHECK_FAILED = "check_failed"  # repmgr's primary did not accept the INSERT
-    STALE_TIMELINE = "stale_timeline"  # the candidate's timeline is behind the published one
-    GUARD_MISSING = "guard_missing"  # the candidate's daemon has no liveness node
-    NOT_CONNECTED = "not_connected"  # this daemon's ZooKeeper session is not usable
-    LOST_RACE = "lost_race"  # another daemon published first (set by the registry's CAS)
-    REPMGR_FAILED = "repmgr_failed"  # `repmgr cluster show` gave no usable table
+from agrajag.registry.values import Current
 
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Write `record` with the guarded compare-and-set."""
+    """Write `record` with the guarded compare-and-set, on the versions it was decided on:
+    the master znode's (-1: absent) and the new master's liveness node's."""
 
     record: MasterRecord
+    master_version: int
+    guard_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +48,14 @@ Decision = Publish | Unchanged | Refuse
 
 @dataclass(frozen=True, slots=True)
 class Situation:
-    """Everything one decision looks at. `current` is None while ZooKeeper is not usable;
+    """Everything one decision looks at. `current` is why the registry is not usable, if so;
     `guard_version` is the version of the candidate's `nodes/<node>`, None when absent."""
 
     cluster: str
     me: str
     view: ClusterView
     probe: ProbeRound
-    current: Current | None
+    current: Current | Refuse
     guard_version: int | None
     now: str
 
@@ -79,14 +67,14 @@ def decide(s: Situation) -> Decision:
     if s.view.problems:
         problem = s.view.problems[0]
         details = "; ".join(p.detail for p in s.view.problems)
-        return Refuse(Reason(problem.reason.value), details)
+        return Refuse(problem.reason, details)
     candidate = s.view.primary
     assert candidate is not None  # no problems means exactly one running primary
     refusal = _check_refusal(candidate, s.probe)
     if refusal:
         return refusal
-    if s.current is None:
-        return Refuse(Reason.NOT_CONNECTED, "the ZooKeeper session is not connected")
+    if isinstance(s.current, Refuse):
+        return s.current
     published = s.current.record
     timeline = _timeline(candidate, s.probe)
     if published and _behind(timeline, published.timeline):
@@ -101,7 +89,7 @@ def decide(s: Situation) -> Decision:
         return Unchanged(published)
     if s.guard_version is None:
         return Refuse(Reason.GUARD_MISSING, f"no live agrajag daemon on {candidate.name}")
-    return Publish(record)
+    return Publish(record, s.current.version, s.guard_version)
 
 
 def _check_refusal(candidate: Node, probe: ProbeRound) -> Refuse | None:

@@ -11,21 +11,26 @@ import itertools
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable
-from types import FrameType
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from agrajag import __version__
-from agrajag.daemon.decision import Decision, Publish, Reason, Refuse, Situation, Unchanged, decide
-from agrajag.daemon.probe import ProbeRound, ProbeTarget, check_round
-from agrajag.daemon.repmgr import ClusterView, Node, RepmgrError, run_cluster_show
-from agrajag.daemon.settings import DaemonSettings
+from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.probe import check_round
+from agrajag.daemon.probe_values import ProbeRound, ProbeTarget
+from agrajag.daemon.repmgr import RepmgrError, run_cluster_show
+from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
+from agrajag.daemon.view import ClusterView, Node
 from agrajag.daemon.wakeup import WakeupListener
 from agrajag.errors import AgrajagError
+from agrajag.inbox import Event, Inbox, Notified, SessionChanged, Wake
 from agrajag.metrics import DaemonMetrics, serve
-from agrajag.record import NodeRecord, utc_now
-from agrajag.registry.client import Current, Published, Registry, RegistryError, Session
+from agrajag.reasons import Reason
+from agrajag.record import MasterRecord, NodeRecord, utc_now
+from agrajag.registry.client import Registry
+from agrajag.registry.errors import NodeNameTaken, RegistryError, Unavailable
+from agrajag.registry.values import Current, Session
 
 log = logging.getLogger("agrajag.daemon")
 
@@ -49,42 +54,85 @@ _TRIGGERS = frozenset(
 )
 
 
+class DaemonRegistry(Protocol):
+    """The part of `Registry` the daemon uses (unit tests pass an in-memory one)."""
+
+    @property
+    def session(self) -> Session: ...
+
+    def on_session(self, listener: Callable[[Session], None]) -> None: ...
+
+    def ensure_layout(self, cluster: str) -> None: ...
+
+    def register_node(self, cluster: str, record: NodeRecord) -> bool: ...
+
+    def unregister_node(self, cluster: str, node: str) -> None: ...
+
+    def read_master(self, cluster: str) -> Current: ...
+
+    def guard_version(self, cluster: str, node: str) -> int | None: ...
+
+    def live_nodes(self, cluster: str) -> list[str]: ...
+
+    def publish(
+        self, record: MasterRecord, master_version: int, guard_version: int
+    ) -> Reason | None: ...
+
+
+#: repmgr's view of the cluster (raises RepmgrError); tests pass a function returning a view.
+ReadView = Callable[[RepmgrSettings], ClusterView]
+#: One INSERT-check round over the targets, by the named checker; tests pass a function.
+CheckNodes = Callable[[Sequence[ProbeTarget], CheckSettings, str], ProbeRound]
+
+
+def read_view(repmgr: RepmgrSettings) -> ClusterView:
+    """`repmgr cluster show`, parsed."""
+    return run_cluster_show(repmgr.bin, repmgr.config, timeout=repmgr.timeout_s).view
+
+
+def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:
+    """The INSERT check on every target at once, within the configured deadline."""
+    return check_round(
+        targets,
+        check.credentials,
+        checker=me,
+        deadline_s=check.deadline_s,
+        connect_timeout_s=check.connect_timeout_s,
+    )
+
+
 class Daemon:
-    """One daemon: `round()` is one decision with its I/O; `run()` loops until stopped."""
+    """One daemon: `round()` is one decision with its I/O; `run()` loops until stopped.
+
+    Its I/O comes in as `registry`, `read_view` and `check_nodes`, and its wake-ups through
+    `inbox`, so that a round is unit-tested with plain fakes.
+    """
 
     def __init__(
         self,
         settings: DaemonSettings,
-        registry: Registry,
+        registry: DaemonRegistry,
         metrics: DaemonMetrics,
+        inbox: Inbox,
+        *,
+        read_view: ReadView = read_view,
+        check_nodes: CheckNodes = check_nodes,
         clock: Callable[[], float] = time.time,
         config_path: str | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.reload_requested = False
         self.registry = registry
         self.metrics = metrics
+        self.inbox = inbox
+        self.read_view = read_view
+        self.check_nodes = check_nodes
         self.clock = clock
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self._trigger = "poll"
-        self._poked_at = 0.0
+        self.reread = False  # a publish lost its compare-and-set: run the next round at once
+        self._woken_at: float | None = None
         self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
-        registry.on_session(self._on_session)
-        self._on_session(registry.session)
-
-    # -- wake-ups (called from other threads; never block) ---------------------------------
-
-    def _on_session(self, session: Session) -> None:
-        self.metrics.session.labels(self.settings.cluster).state(session.value)
-        self.poke(f"session_{session.value}")
-
-    def poke(self, trigger: str) -> None:
-        self._trigger = trigger
-        self._poked_at = time.monotonic()
-        self.wake.set()
+        self._export_session(registry.session)
 
     # -- one round -------------------------------------------------------------------------
 
@@ -95,11 +143,7 @@ class Daemon:
         self._laps = [("start", time.monotonic())]
         with self.metrics.poll_duration.labels(cluster).time():
             try:
-                view = run_cluster_show(
-                    self.settings.repmgr.bin,
-                    self.settings.repmgr.config,
-                    timeout=self.settings.repmgr.timeout_s,
-                ).view
+                view = self.read_view(self.settings.repmgr)
             except RepmgrError as exc:
                 self._forget_check()
                 self._lap("repmgr")
@@ -107,8 +151,7 @@ class Daemon:
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
                 self._lap("repmgr")
-                situation = self._situation(view)
-                decision = self._act(decide(situation), situation)
+                decision = self._act(decide(self._situation(view)))
                 self._lap("publish")
         self._log(decision, trigger)
         self._log_laps(trigger)
@@ -125,7 +168,7 @@ class Daemon:
         phases = " ".join(
             f"{name}_ms={(t - prev) * 1e3:.1f}" for (_, prev), (name, t) in itertools.pairwise(laps)
         )
-        waited = (laps[0][1] - self._poked_at) * 1e3 if trigger != "poll" else 0.0
+        waited = (laps[0][1] - self._woken_at) * 1e3 if self._woken_at is not None else 0.0
         log.debug(
             "cluster=%s round trigger=%s woke_ms=%.1f %s total_ms=%.1f",
             self.settings.cluster, trigger, waited, phases, (laps[-1][1] - laps[0][1]) * 1e3,
@@ -153,13 +196,7 @@ class Daemon:
             for n in view.nodes
             if n.host and n.port
         ]
-        probe = check_round(
-            targets,
-            check.credentials,
-            checker=self.settings.node,
-            deadline_s=check.deadline_s,
-            connect_timeout_s=check.connect_timeout_s,
-        )
+        probe = self.check_nodes(targets, check, self.settings.node)
         cluster = self.settings.cluster
         for c in probe.checks:
             self.metrics.probe_results.labels(cluster, c.name, str(c.outcome)).inc()
@@ -174,9 +211,9 @@ class Daemon:
         its alert firing, long after the other daemons saw it end)."""
         self.metrics.split_brain.clear()
 
-    def _read_registry(self, candidate: Node | None) -> tuple[Current | None, int | None]:
-        """The master as read and the candidate's guard version; (None, None) when unusable.
-        Also keeps this daemon registered and its registry metrics current."""
+    def _read_registry(self, candidate: Node | None) -> tuple[Current | Refuse, int | None]:
+        """The master as read (or why the registry is not usable) and the candidate's guard
+        version. Also keeps this daemon registered and its registry metrics current."""
         cluster = self.settings.cluster
         try:
             self._register()
@@ -185,8 +222,8 @@ class Daemon:
             self.metrics.live_daemons.labels(cluster).set(len(self.registry.live_nodes(cluster)))
         except RegistryError as exc:
             log.warning("cluster=%s registry not usable: %s", cluster, exc)
-            return None, None
-        self._export_master(current)
+            return refusal(exc), None
+        self._export_master(current.record)
         return current, guard
 
     def _register(self) -> None:
@@ -206,35 +243,33 @@ class Daemon:
         if self.registry.register_node(cluster, record):
             log.info("cluster=%s node=%s registered liveness node", cluster, self.settings.node)
 
-    def _export_master(self, current: Current) -> None:
+    def _export_master(self, record: MasterRecord | None) -> None:
         cluster = self.settings.cluster
         self.metrics.master.clear()
-        if current.record:
-            self.metrics.master_epoch.labels(cluster).set(current.record.epoch)
-            self.metrics.master.labels(cluster, current.record.node).set(1)
+        if record:
+            self.metrics.master_epoch.labels(cluster).set(record.epoch)
+            self.metrics.master.labels(cluster, record.node).set(1)
 
-    def _act(self, decision: Decision, seen: Situation) -> Decision:
-        """Carry out a Publish with the versions the decision was made on: if anything changed
+    def _act(self, decision: Decision) -> Decision:
+        """Carry out a Publish with the versions it was decided on: if anything changed
         since, the compare-and-set fails and the next round re-reads (never a blind retry)."""
         if not isinstance(decision, Publish):
             return decision
-        assert seen.current is not None and seen.guard_version is not None
         cluster = self.settings.cluster
+        record = decision.record
         try:
-            result = self.registry.publish(decision.record, seen.current, seen.guard_version)
+            refused = self.registry.publish(record, decision.master_version, decision.guard_version)
         except RegistryError as exc:
             self.metrics.publishes.labels(cluster, "error").inc()
-            return Refuse(Reason.NOT_CONNECTED, f"publish failed: {exc}")
-        self.metrics.publishes.labels(cluster, result.value).inc()
-        if result is Published.PUBLISHED:
+            return refusal(exc, f"publishing {record.node} failed: ")
+        self.metrics.publishes.labels(cluster, refused or "published").inc()
+        if refused is None:
             self.metrics.last_publish.labels(cluster).set(self.clock())
-            self.metrics.master.clear()
-            self.metrics.master_epoch.labels(cluster).set(decision.record.epoch)
-            self.metrics.master.labels(cluster, decision.record.node).set(1)
+            self._export_master(record)
             return decision
         # Someone else published first, or the new master's daemon went: re-read at once.
-        self.poke("reread")
-        return Refuse(Reason(result.value), f"{result.value} publishing {decision.record.node}")
+        self.reread = True
+        return Refuse(refused, f"{refused} publishing {record.node}")
 
     def _log(self, decision: Decision, trigger: str) -> None:
         cluster = self.settings.cluster
@@ -261,22 +296,41 @@ class Daemon:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Rounds until `stopping` is set; a wake-up runs the next round at once."""
-        trigger = "start"
-        while not self.stopping.is_set():
-            if self.reload_requested:
-                self.reload()
+        """Rounds until a stop is posted; any wake-up runs the next round at once."""
+        self.registry.on_session(lambda session: self.inbox.post(SessionChanged(session)))
+        trigger: str | None = "start"
+        while trigger is not None:
             try:
                 self.round(trigger)
             except AgrajagError as exc:
                 log.error("cluster=%s round failed: %s", self.settings.cluster, exc)
-            woken = self.wake.wait(self.settings.poll_interval_s)
-            self.wake.clear()
-            trigger = self._trigger if woken else "poll"
+            wait = 0.0 if self.reread else self.settings.poll_interval_s
+            trigger = self.woken(self.inbox.wait(wait))
+
+    def woken(self, events: Iterable[Event]) -> str | None:
+        """Handle a batch of wake-ups; the trigger of the next round, None to stop."""
+        trigger = "reread" if self.reread else "poll"
+        self.reread = False
+        self._woken_at = None
+        for event in events:
+            if event is Wake.STOP:
+                return None
+            if event is Wake.RELOAD:
+                self.reload()
+                trigger = "sighup"
+            elif isinstance(event, SessionChanged):
+                self._export_session(event.session)
+                trigger = f"session_{event.session.value}"
+            elif isinstance(event, Notified):
+                self._woken_at = event.at
+                trigger = f"notify_{event.event}"
+        return trigger
+
+    def _export_session(self, session: Session) -> None:
+        self.metrics.session.labels(self.settings.cluster).state(session.value)
 
     def reload(self) -> None:
         """SIGHUP: take the new configuration; what identifies the session needs a restart."""
-        self.reload_requested = False
         if self.config_path is None:
             return
         try:
@@ -292,9 +346,17 @@ class Daemon:
         self.settings = new
         log.info("cluster=%s configuration reloaded", new.cluster)
 
-    def stop(self) -> None:
-        self.stopping.set()
-        self.wake.set()
+
+def refusal(exc: RegistryError, prefix: str = "") -> Refuse:
+    """The refusal a registry error stands for: each kind of failure has its own reason, so
+    that a duplicate daemon name does not send operators to look at ZooKeeper."""
+    if isinstance(exc, NodeNameTaken):
+        reason = Reason.NODE_NAME_TAKEN
+    elif isinstance(exc, Unavailable):
+        reason = Reason.NOT_CONNECTED
+    else:
+        reason = Reason.REGISTRY_ERROR
+    return Refuse(reason, f"{prefix}{exc}")
 
 
 def run_daemon(config_path: str) -> int:
@@ -310,20 +372,15 @@ def run_daemon(config_path: str) -> int:
         call_timeout=zk.call_timeout_s,
         start_timeout=zk.call_timeout_s,
     )
-    daemon = Daemon(settings, registry, metrics, config_path=config_path)
+    inbox = Inbox()
+    daemon = Daemon(settings, registry, metrics, inbox, config_path=config_path)
     listener = WakeupListener(
-        settings.wakeup_socket, lambda event: daemon.poke(f"notify_{event.get('event', '')}")
+        settings.wakeup_socket,
+        lambda event: inbox.post(Notified(str(event.get("event", "")), time.monotonic())),
     )
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            daemon.reload_requested = True
-            daemon.poke("sighup")
-        else:
-            daemon.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: inbox.post(Wake.STOP))
     log.info(
         "cluster=%s node=%s started (zookeeper=%s metrics_port=%s wakeup=%s)",
         settings.cluster, settings.node, zk.hosts, port, settings.wakeup_socket,
@@ -337,5 +394,6 @@ def run_daemon(config_path: str) -> int:
         except RegistryError as exc:
             log.warning("could not delete the liveness node: %s", exc)
         registry.close()
+        inbox.close()
         log.info("cluster=%s node=%s stopped", settings.cluster, settings.node)
     return 0

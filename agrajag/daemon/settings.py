@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agrajag.config import MetricsSettings, Section, ZooKeeperSettings, load_yaml
-from agrajag.daemon.probe import Credentials
+from agrajag.daemon.probe_values import Credentials
 
 KEYS = {"cluster", "node", "zookeeper", "repmgr", "check", "poll_interval_s", "wakeup_socket"}
 

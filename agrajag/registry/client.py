@@ -15,103 +15,81 @@ agrajag's own here, at the edge.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
+    AuthFailedError,
     BadVersionError,
     ConnectionLoss,
     KazooException,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     OperationTimeoutError,
     RolledBackError,
+    SessionExpiredError,
+    SessionMovedError,
 )
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry, RetryFailedError
 
 from agrajag.errors import AgrajagError, ConfigError
+from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, NodeRecord, RecordError, WatcherAck
+from agrajag.registry.errors import (
+    AccessDenied,
+    NodeNameTaken,
+    RegistryError,
+    Unavailable,
+)
+from agrajag.registry.values import Current, Paths, Session
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+T = TypeVar("T")
 
-class RegistryError(AgrajagError):
-    """ZooKeeper did not do what was asked."""
-
-
-class Unavailable(RegistryError):
-    """ZooKeeper could not be reached within the call's bound (or the session is not connected)."""
-
-
-class NodeNameTaken(RegistryError):
-    """Another live session owns `nodes/<node>`: a second daemon with the same node name."""
-
-
-class Session(StrEnum):
-    """The daemon's view of its ZooKeeper session (kazoo's states, named for agrajag)."""
-
-    CONNECTED = "connected"
-    SUSPENDED = "suspended"
-    LOST = "lost"
+#: kazoo's errors that mean "ZooKeeper is not reachable now": the caller may try again later.
+_UNREACHABLE = (
+    ConnectionLoss,
+    OperationTimeoutError,
+    RetryFailedError,
+    SessionExpiredError,  # and ConnectionClosedError, its subclass
+    SessionMovedError,
+)
 
 
-class Published(StrEnum):
-    """How a guarded publish ended."""
-
-    PUBLISHED = "published"
-    LOST_RACE = "lost_race"  # the master znode changed since it was read: re-read, do not retry
-    GUARD_MISSING = "guard_missing"  # the new master's daemon is gone (no `nodes/<node>`)
-
-
-@dataclass(frozen=True, slots=True)
-class Current:
-    """The master znode as read: the record (None if absent or unreadable), its version and the
-    highest epoch known, so that a new record always gets a higher one."""
-
-    record: MasterRecord | None
-    version: int  # -1: the znode does not exist
-    last_epoch: int
-    problem: str | None = None  # why an existing znode could not be used
+@contextlib.contextmanager
+def kazoo_errors(what: str) -> Iterator[None]:
+    """Turn any kazoo error raised inside into a RegistryError naming `what`: the one place
+    where library errors become agrajag's own (httpx's `map_httpcore_exceptions` is the model)."""
+    try:
+        yield
+    except AgrajagError:
+        raise
+    except _UNREACHABLE as exc:
+        raise Unavailable(f"ZooKeeper {what}: {exc!r}") from exc
+    except (AuthFailedError, NoAuthError) as exc:
+        raise AccessDenied(f"ZooKeeper {what}: {exc!r}") from exc
+    except KazooException as exc:
+        raise RegistryError(f"ZooKeeper {what}: {exc!r}") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
-    """Znode paths of one cluster."""
+def _edge(method: Callable[P, T]) -> Callable[P, T]:
+    """A public method of Registry: whatever kazoo raises leaves as a RegistryError."""
 
-    root: str
-    cluster: str
+    @functools.wraps(method)
+    def mapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        cluster = [a for a in args[1:2] if isinstance(a, str)]  # the first argument, if a name
+        with kazoo_errors(" ".join([method.__name__, *cluster])):
+            return method(*args, **kwargs)
 
-    @property
-    def base(self) -> str:
-        return f"{self.root.rstrip('/')}/{self.cluster}"
-
-    @property
-    def master(self) -> str:
-        return f"{self.base}/master"
-
-    @property
-    def nodes(self) -> str:
-        return f"{self.base}/nodes"
-
-    @property
-    def history(self) -> str:
-        return f"{self.base}/history"
-
-    @property
-    def watchers(self) -> str:
-        return f"{self.base}/watchers"
-
-    def node(self, name: str) -> str:
-        return f"{self.nodes}/{name}"
-
-    def watcher(self, agent: str) -> str:
-        return f"{self.watchers}/{agent}"
+    return mapped
 
 
 _KAZOO_STATES = {
@@ -177,6 +155,7 @@ class Registry:
         event.wait(start_timeout)
         return registry
 
+    @_edge
     def close(self) -> None:
         """End the session now: its ephemeral nodes go at once."""
         try:
@@ -221,36 +200,29 @@ class Registry:
             raise OperationTimeoutError() from None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run `client.<method>_async(...)` with a bound per attempt and kazoo's retry policy."""
+        """Run `client.<method>_async(...)` with a bound per attempt and kazoo's retry policy.
+        kazoo's errors go up as they are: the public method's `_edge` maps them."""
         self._require_connected(method)
         async_method = getattr(self.client, f"{method}_async")
-        try:
-            return self.retry.copy()(lambda: self._wait(async_method(*args, **kwargs)))
-        except (ConnectionLoss, OperationTimeoutError, RetryFailedError) as exc:
-            raise Unavailable(f"ZooKeeper {method} {args[:1]} failed: {exc!r}") from exc
-        except (NoNodeError, NodeExistsError, BadVersionError):
-            raise
-        except KazooException as exc:
-            raise RegistryError(f"ZooKeeper {method} {args[:1]} failed: {exc!r}") from exc
+        return self.retry.copy()(lambda: self._wait(async_method(*args, **kwargs)))
 
     def _commit(self, transaction: Any) -> list[Any]:
         """Commit a multi-op transaction within the bound, once: after a failure the next
         round re-reads instead of retrying blindly. Returns kazoo's result list."""
         self._require_connected("commit")
-        try:
-            result: list[Any] = self._wait(transaction.commit_async())
-        except (ConnectionLoss, OperationTimeoutError) as exc:
-            raise Unavailable(f"ZooKeeper transaction failed: {exc!r}") from exc
+        result: list[Any] = self._wait(transaction.commit_async())
         return result
 
     # -- layout and liveness ---------------------------------------------------------------
 
+    @_edge
     def ensure_layout(self, cluster: str) -> None:
         paths = Paths(self.root, cluster)
         for path in (paths.nodes, paths.history, paths.watchers):
             with contextlib.suppress(NodeExistsError):
                 self._call("create", path, b"", makepath=True)
 
+    @_edge
     def register_node(self, cluster: str, record: NodeRecord) -> bool:
         """Make sure `nodes/<node>` exists and belongs to this session; True if it was created.
 
@@ -273,15 +245,18 @@ class Registry:
         except NodeExistsError:
             raise NodeNameTaken(f"{path} was just created by another session") from None
 
+    @_edge
     def unregister_node(self, cluster: str, node: str) -> None:
         with contextlib.suppress(NoNodeError):
             self._call("delete", Paths(self.root, cluster).node(node))
 
+    @_edge
     def guard_version(self, cluster: str, node: str) -> int | None:
         """The version of `nodes/<node>` (the guard of a publish), None when that daemon is gone."""
         stat = self._call("exists", Paths(self.root, cluster).node(node))
         return None if stat is None else int(stat.version)
 
+    @_edge
     def live_nodes(self, cluster: str) -> list[str]:
         """Names of the daemons that have a liveness node now."""
         return self._children(Paths(self.root, cluster).nodes)
@@ -294,6 +269,7 @@ class Registry:
 
     # -- the master ------------------------------------------------------------------------
 
+    @_edge
     def read_master(self, cluster: str) -> Current:
         paths = Paths(self.root, cluster)
         try:
@@ -306,29 +282,34 @@ class Registry:
             return Current(None, int(stat.version), self._last_history_epoch(paths), str(exc))
         return Current(record, int(stat.version), record.epoch)
 
-    def publish(self, record: MasterRecord, current: Current, guard_version: int) -> Published:
-        """Write `record` in ONE multi-op: check the new master's liveness node at the version
-        just read, set (or create) the master at the version just read, add a history entry."""
+    @_edge
+    def publish(
+        self, record: MasterRecord, master_version: int, guard_version: int
+    ) -> Reason | None:
+        """Write `record` in ONE multi-op: check the new master's liveness node at
+        `guard_version`, set (or create, at -1) the master at `master_version`, add a history
+        entry. None when it was written, else why not (never retried: the caller re-reads)."""
         paths = Paths(self.root, record.cluster)
         data = record.to_json()
         tx = self.client.transaction()
         tx.check(paths.node(record.node), guard_version)
-        if current.version < 0:
+        if master_version < 0:
             tx.create(paths.master, data)
         else:
-            tx.set_data(paths.master, data, current.version)
+            tx.set_data(paths.master, data, master_version)
         tx.create(f"{paths.history}/epoch-", data, sequence=True)
         results = self._commit(tx)
         failures = [r for r in results if isinstance(r, Exception)]
         if not failures:
-            return Published.PUBLISHED
+            return None
         first = next(r for r in failures if not isinstance(r, RolledBackError))
         if results.index(first) == 0 and isinstance(first, NoNodeError):
-            return Published.GUARD_MISSING
+            return Reason.GUARD_MISSING
         if isinstance(first, BadVersionError | NodeExistsError):
-            return Published.LOST_RACE
+            return Reason.LOST_RACE
         raise RegistryError(f"publishing {paths.master} failed: {results!r}")
 
+    @_edge
     def history(self, cluster: str, last: int = 10) -> list[MasterRecord]:
         """The newest `last` history entries, oldest first; unreadable entries are skipped."""
         paths = Paths(self.root, cluster)
@@ -345,6 +326,7 @@ class Registry:
         entries = self.history(paths.cluster, last=1)
         return entries[-1].epoch if entries else 0
 
+    @_edge
     def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
         """Call `on_change` whenever the master znode may have changed (kazoo's thread: the
         callback must only wake someone up). DataWatch re-arms itself across reconnects and
@@ -358,6 +340,7 @@ class Registry:
 
     # -- watchers ---------------------------------------------------------------------------
 
+    @_edge
     def acknowledge(self, cluster: str, ack: WatcherAck) -> None:
         """Create or update this watcher's ephemeral `watchers/<agent>` node."""
         path = Paths(self.root, cluster).watcher(ack.agent)
@@ -366,6 +349,7 @@ class Registry:
         except NoNodeError:
             self._call("create", path, ack.to_json(), ephemeral=True, makepath=True)
 
+    @_edge
     def watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         """Each live watcher's acknowledgement (or why it could not be read)."""
         paths = Paths(self.root, cluster)
@@ -380,11 +364,12 @@ class Registry:
                 result[name] = str(exc)
         return result
 
+    @_edge
     def node_records(self, cluster: str) -> dict[str, NodeRecord | str]:
         """Each live daemon's liveness record (or why it could not be read)."""
         paths = Paths(self.root, cluster)
         result: dict[str, NodeRecord | str] = {}
-        for name in self.live_nodes(cluster):
+        for name in self._children(paths.nodes):
             try:
                 data, _ = self._call("get", paths.node(name))
                 result[name] = NodeRecord.from_json(data, source=paths.node(name))
@@ -394,5 +379,6 @@ class Registry:
                 result[name] = str(exc)
         return result
 
+    @_edge
     def clusters(self) -> list[str]:
         return self._children(self.root)

@@ -24,7 +24,9 @@ from agrajag import __version__
 from agrajag.inbox import Event, Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics, serve
 from agrajag.record import MasterRecord, WatcherAck, utc_now
-from agrajag.registry.client import Current, Paths, Registry, RegistryError, Session
+from agrajag.registry.client import Registry
+from agrajag.registry.errors import RegistryError
+from agrajag.registry.values import Current, Paths, Session
 from agrajag.watch.rules import Refused, accept, routed
 from agrajag.watch.runner import SinkRunner
 from agrajag.watch.settings import WatchConfig

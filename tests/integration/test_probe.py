@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.daemon.probe import Credentials, Outcome, ProbeRound, ProbeTarget, check_round
+from agrajag.daemon.probe import check_round
+from agrajag.daemon.probe_values import Credentials, Outcome, ProbeRound, ProbeTarget
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, PgCluster, PgNode
 from tools.harness.procs import wait_until
 

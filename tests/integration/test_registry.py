@@ -9,8 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from agrajag.record import MasterRecord, NodeRecord
-from agrajag.registry.client import NodeNameTaken, Published, Registry, Session, Unavailable
+from agrajag.reasons import Reason
+from agrajag.record import MasterRecord
+from agrajag.registry.client import Registry
+from agrajag.registry.errors import NodeNameTaken, Unavailable
+from agrajag.registry.values import Session
+from tests.factories import master_record, node_record
 from tools.harness.procs import wait_until
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -18,21 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 def record(node: str, epoch: int) -> MasterRecord:
-    return MasterRecord(
-        cluster="main",
-        epoch=epoch,
-        node_id=int(node[-1]),
-        node=node,
-        host="127.0.0.1",
-        port=5432 + int(node[-1]),
-        timeline=1,
-        published_by="test",
-        published_at="2026-11-22T00:00:00.000Z",
-    )
-
-
-def node_record(node: str) -> NodeRecord:
-    return NodeRecord(node=node, node_id=None, pid=1, version="test", started_at="now")
+    """node<N> at 127.0.0.1:5432+N."""
+    n = int(node[-1])
+    return master_record(n, epoch, host="127.0.0.1", port=5432 + n, published_by="test")
 
 
 @pytest.fixture
@@ -62,9 +54,9 @@ def test_publish_creates_then_compares_and_sets(registries: list[Registry]) -> N
     assert (current.record, current.version, current.last_epoch) == (None, -1, 0)
     guard = r.guard_version("main", "node1")
     assert guard is not None
-    assert r.publish(record("node1", 1), current, guard) is Published.PUBLISHED
+    assert r.publish(record("node1", 1), current.version, guard) is None
     # A second publish on the same stale read loses: someone (here: us) wrote since.
-    assert r.publish(record("node1", 1), current, guard) is Published.LOST_RACE
+    assert r.publish(record("node1", 1), current.version, guard) is Reason.LOST_RACE
     fresh = r.read_master("main")
     assert fresh.record == record("node1", 1) and fresh.version == 0
     assert [h.epoch for h in r.history("main")] == [1]
@@ -74,7 +66,7 @@ def test_publish_without_the_new_masters_liveness_node_is_refused(
     registries: list[Registry],
 ) -> None:
     r = registries[0]
-    assert r.publish(record("node2", 1), r.read_master("main"), 0) is Published.GUARD_MISSING
+    assert r.publish(record("node2", 1), r.read_master("main").version, 0) is Reason.GUARD_MISSING
     assert r.read_master("main").record is None
     assert r.history("main") == []
 
@@ -82,18 +74,18 @@ def test_publish_without_the_new_masters_liveness_node_is_refused(
 def test_racing_publishers_make_exactly_one_write(registries: list[Registry]) -> None:
     reads = [(r, r.read_master("main")) for r in registries]
     barrier = threading.Barrier(len(reads))
-    results: list[Published] = []
+    results: list[Reason | None] = []
 
     def race(r: Registry, current: object) -> None:
         barrier.wait()
-        results.append(r.publish(record("node1", 1), current, 0))  # type: ignore[arg-type]
+        results.append(r.publish(record("node1", 1), current.version, 0))  # type: ignore[arg-type]
 
     threads = [threading.Thread(target=race, args=pair) for pair in reads]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    assert sorted(results) == sorted([Published.PUBLISHED] + [Published.LOST_RACE] * 7)
+    assert results.count(None) == 1 and results.count(Reason.LOST_RACE) == 7
     assert len(registries[0].history("main")) == 1
 
 
@@ -108,8 +100,8 @@ def test_the_liveness_node_goes_with_its_session(registries: list[Registry]) -> 
     assert other.guard_version("main", "node1") == 0
     owner.close()
     assert other.guard_version("main", "node1") is None
-    assert other.publish(record("node1", 1), other.read_master("main"), 0) is (
-        Published.GUARD_MISSING
+    assert other.publish(record("node1", 1), other.read_master("main").version, 0) is (
+        Reason.GUARD_MISSING
     )
 
 
@@ -122,7 +114,7 @@ def test_calls_are_bounded_while_zookeeper_is_frozen(
     try:
         started = time.monotonic()
         with pytest.raises(Unavailable):
-            r.publish(replace(record("node1", 1)), current, 0)
+            r.publish(replace(record("node1", 1)), current.version, 0)
         assert time.monotonic() - started < 3
         wait_until(lambda: r.session is Session.SUSPENDED, timeout=10, what="SUSPENDED")
         started = time.monotonic()

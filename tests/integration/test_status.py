@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from agrajag.record import NodeRecord, WatcherAck
-from agrajag.registry.client import Published, Registry
-from tests.integration.test_registry import record
+from agrajag.registry.client import Registry
+from tests.factories import master_record
 from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,12 @@ def populated(zk: ZkEnsemble) -> Iterator[Registry]:
     r.ensure_layout("main")
     for node in ("node1", "node2"):
         r.register_node("main", NodeRecord(node, None, 1, "test", "2026-11-22T00:00:00Z"))
-    assert r.publish(record("node1", 1), r.read_master("main"), 0) is Published.PUBLISHED
-    assert r.publish(record("node2", 2), r.read_master("main"), 0) is Published.PUBLISHED
+    assert (
+        r.publish(master_record(1, 1, host="127.0.0.1"), r.read_master("main").version, 0) is None
+    )
+    assert (
+        r.publish(master_record(2, 2, host="127.0.0.1"), r.read_master("main").version, 0) is None
+    )
     r.acknowledge("main", WatcherAck("app1", 2, "2026-11-22T00:00:01Z", {"haproxy": "ok"}))
     r.acknowledge("main", WatcherAck("app2", 1, "2026-11-22T00:00:01Z", {}))
     try:

@@ -13,10 +13,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agrajag.daemon.decision import Reason
-from agrajag.daemon.probe import Outcome
+from agrajag.daemon.probe_values import Outcome
 from agrajag.metrics import SESSION_STATES
-from agrajag.registry.client import Published
+from agrajag.reasons import Reason
 from agrajag.watch.rules import Reason as WatchReason
 from tests.promtool import (
     README,
@@ -36,7 +35,12 @@ ANNOTATIONS = {"summary", "description", "runbook"}
 VALUES: dict[tuple[str, str], set[str]] = {
     ("agrajag_decisions_total", "decision"): {"publish", "unchanged", "refuse"},
     ("agrajag_decisions_total", "reason"): {"ok", *(r.value for r in Reason)},
-    ("agrajag_publishes_total", "result"): {"error", *(p.value for p in Published)},
+    ("agrajag_publishes_total", "result"): {
+        "error",
+        "published",
+        Reason.LOST_RACE.value,
+        Reason.GUARD_MISSING.value,
+    },
     ("agrajag_probe_results_total", "outcome"): {o.value for o in Outcome},
     ("agrajag_zookeeper_session", "agrajag_zookeeper_session"): set(SESSION_STATES),
     ("agrajag_watch_applies_total", "result"): {"changed", "unchanged", "failed"},

@@ -6,59 +6,20 @@ from dataclasses import replace
 
 import pytest
 
-from agrajag.daemon.decision import Publish, Reason, Refuse, Situation, Unchanged, decide
-from agrajag.daemon.probe import NodeCheck, Outcome, ProbeRound
-from agrajag.daemon.repmgr import parse_cluster_show
+from agrajag.daemon.decision import Publish, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound
+from agrajag.reasons import Reason
 from agrajag.record import MasterRecord
-from agrajag.registry.client import Current
-
-HEADER = (
-    " ID | Name | Role | Status | Upstream | Location | Priority | Timeline | Connection string\n"
-    "----+------+------+--------+----------+----------+----------+----------+------------------\n"
-)
-
-
-def view(*rows: str):  # type: ignore[no-untyped-def]
-    return parse_cluster_show(HEADER + "\n".join(rows) + "\n")
-
-
-def row(i: int, role: str, status: str, tli: int | None, upstream: str = "") -> str:
-    conninfo = f"host=10.0.0.{i} port=5432 dbname=repmgr"
-    tl = "" if tli is None else str(tli)
-    return f" {i}  | node{i} | {role} | {status} | {upstream} | default | 100 | {tl} | {conninfo}"
-
-
-HEALTHY = view(
-    row(1, "primary", "* running", 1),
-    row(2, "standby", "  running", 1, "node1"),
-    row(3, "standby", "  running", 1, "node1"),
-)
-FAILED_OVER = view(
-    row(1, "primary", "- failed", None, "?"),
-    row(2, "primary", "* running", 2),
-    row(3, "standby", "  running", 2, "node2"),
-)
-
-
-def probe(**outcomes: Outcome) -> ProbeRound:
-    return ProbeRound(tuple(NodeCheck(n, o, 0.01, "") for n, o in outcomes.items()))
-
+from agrajag.registry.values import Current
+from tests.factories import FAILED_OVER, HEALTHY, master_record, probe
+from tests.factories import repmgr_row as row
+from tests.factories import repmgr_view as view
 
 W, RO, DOWN = Outcome.WRITABLE, Outcome.READ_ONLY, Outcome.UNREACHABLE
 
 
 def published(node: int, epoch: int, timeline: int | None) -> MasterRecord:
-    return MasterRecord(
-        cluster="main",
-        epoch=epoch,
-        node_id=node,
-        node=f"node{node}",
-        host=f"10.0.0.{node}",
-        port=5432,
-        timeline=timeline,
-        published_by="node3",
-        published_at="2026-11-22T00:00:00.000Z",
-    )
+    return master_record(node, epoch, timeline=timeline)
 
 
 def situation(**changes: object) -> Situation:
@@ -168,5 +129,5 @@ def test_no_liveness_node_for_the_new_master_is_refused() -> None:
 
 
 def test_without_zookeeper_nothing_is_published() -> None:
-    decision = decide(situation(current=None))
-    assert isinstance(decision, Refuse) and decision.reason is Reason.NOT_CONNECTED
+    unusable = Refuse(Reason.NOT_CONNECTED, "ZooKeeper session is suspended")
+    assert decide(situation(current=unusable)) is unusable

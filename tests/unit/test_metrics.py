@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agrajag.daemon.loop import trigger_label
 from agrajag.metrics import SESSION_STATES, DaemonMetrics, WatcherMetrics
-from agrajag.registry.client import Session
+from agrajag.registry.values import Session
 from tests.promtool import check_metrics, daemon_sample, exposition, watcher_sample
 
 Sample = Callable[[], DaemonMetrics | WatcherMetrics]

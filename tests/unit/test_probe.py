@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.daemon.probe import (
-    SCHEMA_DDL,
-    Credentials,
-    NodeCheck,
-    Outcome,
-    ProbeRound,
-    ProbeTarget,
-    check_round,
-    classify,
-)
+from agrajag.daemon.probe import SCHEMA_DDL, check_round, classify
+from agrajag.daemon.probe_values import Credentials, NodeCheck, Outcome, ProbeRound, ProbeTarget
 from agrajag.errors import ConfigError
 
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "conf.d" / "agrajag-schema.sql"

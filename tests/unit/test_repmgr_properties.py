@@ -9,7 +9,9 @@ from dataclasses import dataclass, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agrajag.daemon.repmgr import Node, ParseError, Reason, parse_cluster_show
+from agrajag.daemon.repmgr import ParseError, parse_cluster_show
+from agrajag.daemon.view import Node
+from agrajag.reasons import Reason
 
 FAST = settings(max_examples=200, deadline=None)
 

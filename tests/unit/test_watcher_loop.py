@@ -14,7 +14,8 @@ from agrajag.config import MetricsSettings, ZooKeeperSettings
 from agrajag.inbox import Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics
 from agrajag.record import MasterRecord, WatcherAck
-from agrajag.registry.client import Current, Session, Unavailable
+from agrajag.registry.errors import Unavailable
+from agrajag.registry.values import Current, Session
 from agrajag.sinks import ApplyResult, SinkError
 from agrajag.watch.loop import Watcher
 from agrajag.watch.rules import Backoff, FailMode

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from agrajag.daemon.probe import Credentials, ProbeTarget, check_round
+from agrajag.daemon.probe import check_round
+from agrajag.daemon.probe_values import Credentials, ProbeTarget
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, PgCluster
 
 ROUNDS = 500

@@ -31,7 +31,7 @@ test: setup
 	$(VENV)/bin/pytest
 
 bench: setup
-	$(VENV)/bin/python -m tools.bench.run
+	$(VENV)/bin/python -m tools.bench.run $(BENCH)
 
 demo: setup
 	$(VENV)/bin/python -m tools.demo

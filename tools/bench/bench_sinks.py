@@ -10,6 +10,7 @@ new node. Prints p50/p99 and writes them as JSON to OUT.json (default bench-resu
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import shutil
@@ -53,7 +54,9 @@ def switch_times(
             result = sink.apply({"main": master(node, i + 2, host)})
             done = time.perf_counter()
             assert result.changed and result.cut_sessions in (None, 1), result
-            wait_until(lambda n=node: lands_on(proxy_port, n.port), timeout=5, what="routing")
+            wait_until(
+                functools.partial(lands_on, proxy_port, node.port), timeout=5, what="routing"
+            )
             arrived = time.perf_counter()
         if i >= WARMUP:
             applied.append(done - started)

@@ -6,6 +6,7 @@ it owns. Nodes are started with pg_ctl, as repmgr itself does when a standby fol
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ class PgNode:
 
     def sql(self, query: str) -> list[tuple[object, ...]]:
         with self.connect() as conn:
-            cur = conn.execute(query)  # type: ignore[arg-type]
+            cur = conn.execute(query)  # type: ignore[call-overload,unused-ignore]
             return cur.fetchall() if cur.description else []
 
     def set_config(self, name: str, value: str | None) -> None:
@@ -297,6 +298,12 @@ class PgCluster:
             conf = node.datadir / "postgresql.conf"
             write_service_file(conf, conf.read_text() + f"port = {node.port}\n")
             node.start()
+            # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
+            wait_until(
+                functools.partial(_streaming_to, primary, node.name),
+                timeout=60,
+                what=f"{node.name} to stream from {primary.name}",
+            )
             node.repmgr("standby", "register", "--wait-sync=30")
         return self
 
@@ -305,7 +312,7 @@ class PgCluster:
             node.start_repmgrd()
         for node in self.nodes:
             wait_until(
-                lambda n=node: "monitoring" in _read(n.dir / "repmgrd.log"),
+                functools.partial(_logged, node.dir / "repmgrd.log", "monitoring"),
                 timeout=30,
                 what=f"repmgrd on {node.name} to start monitoring",
             )
@@ -320,10 +327,10 @@ class PgCluster:
             text=True,
             timeout=60,
             check=False,
-            **as_service_user(),  # type: ignore[arg-type]
+            **as_service_user(),
         )
         assert proc.returncode in (0, 25), proc.stderr
-        return proc.stdout
+        return str(proc.stdout)
 
     def writable(self) -> list[PgNode]:
         """The nodes that run and are not in recovery right now."""
@@ -356,6 +363,18 @@ class PgCluster:
                 pid = node.postmaster_pid()
                 if pid:
                     signal_tree(pid, signal.SIGKILL)
+
+
+def _streaming_to(primary: PgNode, standby: str) -> bool:
+    rows = primary.sql(
+        f"SELECT 1 FROM pg_stat_replication WHERE application_name = '{standby}'"
+        " AND state = 'streaming'"
+    )
+    return bool(rows)
+
+
+def _logged(path: Path, text: str) -> bool:
+    return text in _read(path)
 
 
 def _read(path: Path) -> str:

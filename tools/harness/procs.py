@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psutil
 
@@ -56,7 +56,7 @@ def service_dir(prefix: str) -> Path:
     return path
 
 
-def as_service_user() -> dict[str, object]:
+def as_service_user() -> dict[str, Any]:
     """Popen keywords that run a command as the service user when we are root."""
     if not SERVICE_USER:
         return {}
@@ -80,17 +80,19 @@ def run_service(argv: Sequence[str], home: Path, timeout: float = 120) -> str:
         text=True,
         timeout=timeout,
         check=False,
-        **as_service_user(),  # type: ignore[arg-type]
+        **as_service_user(),
     )
     if proc.returncode != 0:
         raise RuntimeError(
             f"{' '.join(argv)} exited {proc.returncode}\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
-    return proc.stdout
+    return str(proc.stdout)
 
 
-def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
     """Poll check() until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -140,7 +142,7 @@ class Proc:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **extra,  # type: ignore[arg-type]
+                **extra,
             )
         STARTED.append(self)
         return self

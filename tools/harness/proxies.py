@@ -208,7 +208,7 @@ class PgBouncer:
             autocommit=True,
             cursor_factory=psycopg.ClientCursor,
         ) as conn:
-            cur = conn.execute(command)  # type: ignore[arg-type]
+            cur = conn.execute(command)  # type: ignore[call-overload,unused-ignore]
             return cur.fetchall() if cur.description else []
 
     def stop(self) -> None:

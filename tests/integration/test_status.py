@@ -23,12 +23,9 @@ def populated(zk: ZkEnsemble) -> Iterator[Registry]:
     r.ensure_layout("main")
     for node in ("node1", "node2"):
         r.register_node("main", NodeRecord(node, None, 1, "test", "2026-11-22T00:00:00Z"))
-    assert (
-        r.publish(master_record(1, 1, host="127.0.0.1"), r.read_master("main").version, 0) is None
-    )
-    assert (
-        r.publish(master_record(2, 2, host="127.0.0.1"), r.read_master("main").version, 0) is None
-    )
+    for n in (1, 2):
+        record = master_record(n, n, host="127.0.0.1", port=5432 + n, published_by="test")
+        assert r.publish(record, r.read_master("main").version, 0) is None
     r.acknowledge("main", WatcherAck("app1", 2, "2026-11-22T00:00:01Z", {"haproxy": "ok"}))
     r.acknowledge("main", WatcherAck("app2", 1, "2026-11-22T00:00:01Z", {}))
     try:

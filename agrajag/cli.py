@@ -1,4 +1,4 @@
-"""The `agrajag` command: daemon | watch | notify | status | registry.
+"""The `agrajag` command: daemon | watch | notify | status | registry | check-config.
 
 Each subcommand imports its module only when it runs, so `agrajag notify` (called by repmgr
 on every event, possibly as the `postgres` user) stays quick and light.
@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_location(status)
     status.add_argument("--cluster", action="append", help="only this cluster (repeatable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    check = sub.add_parser(
+        "check-config",
+        help="every problem of a daemon or watcher YAML; renders and checks every sink",
+    )
+    check.add_argument("file", help="the daemon or watcher YAML")
 
     _add_registry(sub.add_parser("registry", help="operators: look at and repair a cluster"))
     return parser
@@ -104,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agrajag.daemon.wakeup import notify
 
             return notify(args)
+        if args.command == "check-config":
+            from agrajag.check_config import run_check_config
+
+            return run_check_config(args.file)
         if args.command == "registry":
             from agrajag.registry_cli import run_registry
 

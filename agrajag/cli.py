@@ -10,9 +10,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from agrajag import __version__
 from agrajag.errors import AgrajagError
+
+#: The shipped conf.d: package data in an installed wheel, a link to the top-level conf.d in
+#: a source tree.
+CONF_DIR = (Path(__file__).parent / "conf.d").resolve()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_location(status)
     status.add_argument("--cluster", action="append", help="only this cluster (repeatable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser(
+        "conf-dir", help="print where the shipped conf.d is (units, examples, templates, SQL)"
+    )
 
     check = sub.add_parser(
         "check-config",
@@ -98,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command == "conf-dir":
+            print(CONF_DIR)
+            return 0
         if args.command == "daemon":
             from agrajag.daemon.loop import run_daemon
 

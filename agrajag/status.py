@@ -45,7 +45,12 @@ def collect(registry: Registry, clusters: list[str], history: int = 5) -> dict[s
 
 
 def _record(record: MasterRecord | None) -> dict[str, Any] | None:
-    return None if record is None else {k: v for k, v in asdict(record).items() if k != "evidence"}
+    """The record without its evidence, but with the reason of an `agrajag registry reset`."""
+    if record is None:
+        return None
+    shown = {k: v for k, v in asdict(record).items() if k != "evidence"}
+    reset = record.evidence.get("reset")
+    return {**shown, "reset": reset} if isinstance(reset, dict) else shown
 
 
 def render(state: dict[str, Any]) -> str:
@@ -76,9 +81,10 @@ def render(state: dict[str, Any]) -> str:
             )
         lines.append("  history:")
         for h in reversed(info["history"]):
+            reset = f"  RESET: {h['reset'].get('reason')!r}" if "reset" in h else ""
             lines.append(
                 f"    epoch {h['epoch']}: {h['node']} ({h['host']}:{h['port']}) "
-                f"at {h['published_at']} by {h['published_by']}"
+                f"at {h['published_at']} by {h['published_by']}{reset}"
             )
     return "\n".join(lines) + "\n"
 

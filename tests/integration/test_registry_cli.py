@@ -175,3 +175,19 @@ def test_a_second_reset_before_any_publish_goes_higher_again(
         assert f"reset at epoch {epoch}" in done.stdout
     assert "no readable master (absent)" in done.stdout
     assert registry.read_master("main").last_epoch == 7
+
+
+def test_status_shows_who_reset_a_cluster_and_why(zk: ZkEnsemble, registry: Registry) -> None:
+    done = agrajag(zk, "reset", "--cluster", "main", "--reason", "rebuilt from backup", "--yes")
+    assert done.returncode == 0, done.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "agrajag", "status", "--zookeeper", zk.hosts, "--cluster", "main"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "main: NO MASTER PUBLISHED" in status.stdout
+    newest = next(line for line in status.stdout.splitlines() if "epoch 6:" in line)
+    assert f"by {getpass.getuser()}@" in newest
+    assert newest.endswith("RESET: 'rebuilt from backup'")

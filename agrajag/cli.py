@@ -1,4 +1,4 @@
-"""The `agrajag` command: daemon | watch | notify | status.
+"""The `agrajag` command: daemon | watch | notify | status | registry | check-config.
 
 Each subcommand imports its module only when it runs, so `agrajag notify` (called by repmgr
 on every event, possibly as the `postgres` user) stays quick and light.
@@ -10,9 +10,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from agrajag import __version__
 from agrajag.errors import AgrajagError
+
+#: The shipped conf.d: package data in an installed wheel, a link to the top-level conf.d in
+#: a source tree.
+CONF_DIR = (Path(__file__).parent / "conf.d").resolve()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,13 +48,55 @@ def _parser() -> argparse.ArgumentParser:
     notify.add_argument("--details", default="", help="repmgr's %%d")
 
     status = sub.add_parser("status", help="what the registry says, at a glance")
-    where = status.add_mutually_exclusive_group(required=True)
-    where.add_argument("--config", help="a daemon or watcher YAML to take ZooKeeper from")
-    where.add_argument("--zookeeper", help="ZooKeeper hosts, e.g. 127.0.0.1:2181")
-    status.add_argument("--root", default=None, help="registry root (default /agrajag)")
+    _add_location(status)
     status.add_argument("--cluster", action="append", help="only this cluster (repeatable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser(
+        "conf-dir", help="print where the shipped conf.d is (units, examples, templates, SQL)"
+    )
+
+    check = sub.add_parser(
+        "check-config",
+        help="every problem of a daemon or watcher YAML; renders and checks every sink",
+    )
+    check.add_argument("file", help="the daemon or watcher YAML")
+
+    _add_registry(sub.add_parser("registry", help="operators: look at and repair a cluster"))
     return parser
+
+
+def _add_location(parser: argparse.ArgumentParser) -> None:
+    """Where the registry is: `--zookeeper` or the `zookeeper:` section of a YAML."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="a daemon or watcher YAML to take ZooKeeper from")
+    where.add_argument("--zookeeper", help="ZooKeeper hosts, e.g. 127.0.0.1:2181")
+    parser.add_argument("--root", default=None, help="registry root (default /agrajag)")
+
+
+def _add_registry(registry: argparse.ArgumentParser) -> None:
+    actions = registry.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="every znode of a cluster's subtree, with its data")
+    trim = actions.add_parser("trim-history", help="delete all but the newest N history entries")
+    trim.add_argument("--keep", type=_positive, required=True, help="entries to keep (>= 1)")
+    reset = actions.add_parser(
+        "reset",
+        help="after a rebuilt cluster: delete the master, so the daemons republish, with an "
+        "epoch above every one in use and a history entry saying who and why",
+    )
+    reset.add_argument("--reason", required=True, help="why, kept in the history entry")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    for action in (show, trim, reset):
+        _add_location(action)
+        action.add_argument("--cluster", required=True, help="the cluster's name")
+    for action in (trim, reset):
+        action.add_argument("--dry-run", action="store_true", help="say what, change nothing")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command == "conf-dir":
+            print(CONF_DIR)
+            return 0
         if args.command == "daemon":
             from agrajag.daemon.loop import run_daemon
 
@@ -72,6 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agrajag.daemon.wakeup import notify
 
             return notify(args)
+        if args.command == "check-config":
+            from agrajag.check_config import run_check_config
+
+            return run_check_config(args.file)
+        if args.command == "registry":
+            from agrajag.registry_cli import run_registry
+
+            return run_registry(args)
         from agrajag.status import run_status
 
         return run_status(args)

@@ -14,10 +14,10 @@ agrajag.errors.ConfigError: daemon.yaml: zookeeper.session_timeout_s: missing
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -25,6 +25,57 @@ from agrajag.errors import ConfigError
 from agrajag.record import is_plain_name
 
 _MISSING: Any = object()
+T = TypeVar("T")
+
+
+class ConfigErrors(ConfigError):
+    """Several problems of one file, one per line, each naming its key."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = tuple(problems)
+
+
+class Problems:
+    """Reads that go on after a ConfigError, so that one pass reports every problem of a
+    file, not only the first: an operator fixes them all before the next restart.
+
+    `read` returns `fallback` when it recorded a problem; `raise_any` must come before any
+    value read is used.
+
+    >>> p = Problems()
+    >>> p.read(lambda: Section({}, "d.yaml").string("cluster"), "x"), p.read(lambda: 2, 0)
+    ('x', 2)
+    >>> p.read(lambda: Section({"port": "x"}, "d.yaml").integer("port"))
+    >>> p.raise_any()
+    Traceback (most recent call last):
+    ...
+    agrajag.config.ConfigErrors: d.yaml: cluster: missing
+    d.yaml: port: must be an integer, got 'x'
+    """
+
+    def __init__(self) -> None:
+        self.found: list[ConfigError] = []
+
+    def read(self, read: Callable[[], T], fallback: Any = None) -> T:
+        try:
+            return read()
+        except ConfigErrors as exc:
+            self.found.extend(exc.problems)
+        except ConfigError as exc:
+            self.found.append(exc)
+        return fallback  # type: ignore[no-any-return]
+
+    def raise_any(self) -> None:
+        raise_all(self.found)
+
+
+def raise_all(problems: Sequence[ConfigError]) -> None:
+    """Raise the one problem as it is, several as ConfigErrors, none: return."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigErrors(problems)
 
 
 def load_yaml(path: str | Path) -> Section:
@@ -70,9 +121,8 @@ class Section:
 
     def reject_unknown(self, known: set[str]) -> None:
         """Refuse keys nobody reads: a typo must not silently fall back to a default."""
-        unknown = sorted(self.keys() - known)
-        if unknown:
-            raise self.error(unknown[0], f"unknown key (known: {', '.join(sorted(known))})")
+        why = f"unknown key (known: {', '.join(sorted(known))})"
+        raise_all([self.error(key, why) for key in sorted(self.keys() - known)])
 
     def string(self, key: str, default: Any = _MISSING) -> str:
         value = self._value(key, default)

@@ -12,12 +12,10 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from agrajag.config import ZooKeeperSettings, load_yaml
 from agrajag.errors import ConfigError
 from agrajag.record import MasterRecord
 from agrajag.registry.client import Registry
-from agrajag.registry.errors import Unavailable
-from agrajag.registry.values import Session
+from agrajag.registry.operator import open_registry
 
 
 def collect(registry: Registry, clusters: list[str], history: int = 5) -> dict[str, Any]:
@@ -47,7 +45,12 @@ def collect(registry: Registry, clusters: list[str], history: int = 5) -> dict[s
 
 
 def _record(record: MasterRecord | None) -> dict[str, Any] | None:
-    return None if record is None else {k: v for k, v in asdict(record).items() if k != "evidence"}
+    """The record without its evidence, but with the reason of an `agrajag registry reset`."""
+    if record is None:
+        return None
+    shown = {k: v for k, v in asdict(record).items() if k != "evidence"}
+    reset = record.evidence.get("reset")
+    return {**shown, "reset": reset} if isinstance(reset, dict) else shown
 
 
 def render(state: dict[str, Any]) -> str:
@@ -78,9 +81,10 @@ def render(state: dict[str, Any]) -> str:
             )
         lines.append("  history:")
         for h in reversed(info["history"]):
+            reset = f"  RESET: {h['reset'].get('reason')!r}" if "reset" in h else ""
             lines.append(
                 f"    epoch {h['epoch']}: {h['node']} ({h['host']}:{h['port']}) "
-                f"at {h['published_at']} by {h['published_by']}"
+                f"at {h['published_at']} by {h['published_by']}{reset}"
             )
     return "\n".join(lines) + "\n"
 
@@ -90,15 +94,8 @@ def _problem(problem: str | None) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    if args.config:
-        zk = ZooKeeperSettings.from_section(load_yaml(args.config).section("zookeeper"))
-        hosts, root = zk.hosts, args.root or zk.root
-    else:
-        hosts, root = args.zookeeper, args.root or "/agrajag"
-    registry = Registry.connect(hosts, root, start_timeout=5.0)
+    registry = open_registry(args)
     try:
-        if registry.session is not Session.CONNECTED:
-            raise Unavailable(f"cannot reach ZooKeeper at {hosts}")
         clusters = args.cluster or registry.clusters()
         state = collect(registry, clusters)
     finally:
@@ -110,5 +107,5 @@ def run_status(args: argparse.Namespace) -> int:
         sys.stdout.write(render(state))
     unknown = [c for c in clusters if not state[c]["master"] and not state[c]["history"]]
     if args.cluster and unknown:
-        raise ConfigError(f"no such cluster under {root}: {', '.join(unknown)}")
+        raise ConfigError(f"no such cluster under {registry.root}: {', '.join(unknown)}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agrajag.config import MetricsSettings, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import MetricsSettings, Problems, Section, ZooKeeperSettings, load_yaml
 from agrajag.daemon.probe_values import Credentials
 
 KEYS = {"cluster", "node", "zookeeper", "repmgr", "check", "poll_interval_s", "wakeup_socket"}
@@ -67,16 +67,22 @@ class DaemonSettings:
 
     @classmethod
     def load(cls, path: str | Path) -> DaemonSettings:
+        """Every problem of the file at once (ConfigErrors), each naming its key."""
         s = load_yaml(path)
-        s.reject_unknown(KEYS | {"metrics"})
-        cluster = s.name("cluster")
-        return cls(
+        p = Problems()
+        p.read(lambda: s.reject_unknown(KEYS | {"metrics"}))
+        cluster = p.read(lambda: s.name("cluster"), "cluster")
+        settings = cls(
             cluster=cluster,
-            node=s.name("node"),
-            zookeeper=ZooKeeperSettings.from_section(s.section("zookeeper")),
-            repmgr=RepmgrSettings.from_section(s.section("repmgr", {})),
-            check=CheckSettings.from_section(s.section("check")),
-            poll_interval_s=s.number("poll_interval_s", 2.0, minimum=0.1, maximum=300),
-            wakeup_socket=s.string("wakeup_socket", f"/run/agrajag/{cluster}.sock"),
-            metrics=MetricsSettings.from_section(s.section("metrics", {})),
+            node=p.read(lambda: s.name("node")),
+            zookeeper=p.read(lambda: ZooKeeperSettings.from_section(s.section("zookeeper"))),
+            repmgr=p.read(lambda: RepmgrSettings.from_section(s.section("repmgr", {}))),
+            check=p.read(lambda: CheckSettings.from_section(s.section("check"))),
+            poll_interval_s=p.read(
+                lambda: s.number("poll_interval_s", 2.0, minimum=0.1, maximum=300)
+            ),
+            wakeup_socket=p.read(lambda: s.string("wakeup_socket", f"/run/agrajag/{cluster}.sock")),
+            metrics=p.read(lambda: MetricsSettings.from_section(s.section("metrics", {}))),
         )
+        p.raise_any()
+        return settings

@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from kazoo.client import KazooClient
@@ -47,7 +47,7 @@ from agrajag.registry.errors import (
     RegistryError,
     Unavailable,
 )
-from agrajag.registry.values import Current, Paths, Session
+from agrajag.registry.values import Current, Paths, Session, Znode
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +382,52 @@ class Registry:
     @_edge
     def clusters(self) -> list[str]:
         return self._children(self.root)
+
+    # -- operator maintenance (`agrajag registry`) -------------------------------------------
+
+    @_edge
+    def tree(self, cluster: str) -> list[Znode]:
+        """Every znode of the cluster's subtree, each parent before its children, sorted."""
+        found, pending = [], [Paths(self.root, cluster).base]
+        while pending:
+            path = pending.pop()
+            try:
+                data, stat = self._call("get", path)
+                children = self._call("get_children", path)
+            except NoNodeError:
+                continue  # gone meanwhile (an ephemeral node, a trimmed entry)
+            found.append(Znode(path, data, stat.version, stat.ephemeralOwner, stat.mtime))
+            pending.extend(f"{path}/{child}" for child in sorted(children, reverse=True))
+        return found
+
+    @_edge
+    def history_names(self, cluster: str) -> list[str]:
+        """The names of the history entries, oldest first (sequence numbers sort as text)."""
+        return self._children(Paths(self.root, cluster).history)
+
+    @_edge
+    def delete_history(self, cluster: str, names: Sequence[str]) -> None:
+        history = Paths(self.root, cluster).history
+        for name in names:
+            with contextlib.suppress(NoNodeError):
+                self._call("delete", f"{history}/{name}")
+
+    @_edge
+    def reset(self, cluster: str, entry: MasterRecord, master_version: int) -> None:
+        """In ONE multi-op: delete the master read at `master_version` (-1: read as absent) and
+        add `entry` to the history, so the daemons republish above its epoch. ZooKeeper has no
+        "check absent": creating and deleting the master in the same multi-op fails if a
+        daemon published meanwhile. Anything changed since it was read: RegistryError."""
+        paths = Paths(self.root, cluster)
+        tx = self.client.transaction()
+        if master_version < 0:
+            tx.create(paths.master, b"")
+            master_version = 0
+        tx.delete(paths.master, master_version)
+        tx.create(f"{paths.history}/epoch-", entry.to_json(), sequence=True)
+        results = self._commit(tx)
+        if any(isinstance(r, Exception) for r in results):
+            raise RegistryError(
+                f"reset of {paths.base} not done: the master changed since it was read "
+                f"({results!r}); look again and retry"
+            )

@@ -66,3 +66,14 @@ class Paths:
 
     def watcher(self, agent: str) -> str:
         return f"{self.watchers}/{agent}"
+
+
+@dataclass(frozen=True, slots=True)
+class Znode:
+    """One znode as an operator sees it (`agrajag registry show`)."""
+
+    path: str
+    data: bytes
+    version: int
+    ephemeral_owner: int  # the owning session; 0 for a persistent znode
+    modified_ms: int  # ZooKeeper's mtime, milliseconds since the epoch

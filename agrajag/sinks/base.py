@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 import jinja2
 
 from agrajag.command import CommandError, run
-from agrajag.config import Section
+from agrajag.config import Problems, Section
 from agrajag.errors import AgrajagError
 from agrajag.record import MasterRecord, is_plain_name
 
@@ -123,25 +123,37 @@ def file_mode(s: Section, key: str) -> int | None:
 
 
 def file_settings(s: Section, template_key: str) -> FileSettings:
-    """The keys every sink has (see `FileSettings`); `template_key` names its template."""
-    name = s.name("name")
-    template = existing_file(s, template_key)
+    """The keys every sink has (see `FileSettings`); `template_key` names its template.
+    Every problem at once (ConfigErrors)."""
+    p = Problems()
+    settings = FileSettings(
+        name=p.read(lambda: s.name("name")),
+        template=p.read(lambda: existing_file(s, template_key)),
+        dest=p.read(lambda: _dest(s)),
+        clusters=p.read(lambda: _clusters(s)),
+        params=p.read(lambda: s.section("params", {}).data),
+        mode=p.read(lambda: file_mode(s, "mode")),
+        timeout_s=p.read(lambda: s.number("timeout_s", 10.0, minimum=0.1, maximum=3600)),
+    )
+    p.raise_any()
+    return settings
+
+
+def _dest(s: Section) -> Path:
     dest = path(s, "dest")
     if not dest.parent.is_dir():
         raise s.error("dest", f"directory not found: {dest.parent}")
-    clusters = None if s.data.get("clusters") is None else s.string_list("clusters")
-    for i, cluster in enumerate(clusters or ()):
+    return dest
+
+
+def _clusters(s: Section) -> frozenset[str] | None:
+    if s.data.get("clusters") is None:
+        return None
+    clusters = s.string_list("clusters")
+    for i, cluster in enumerate(clusters):
         if not is_plain_name(cluster):
             raise s.error(f"clusters[{i}]", f"must be a plain name, got {cluster!r}")
-    return FileSettings(
-        name=name,
-        template=template,
-        dest=dest,
-        clusters=None if clusters is None else frozenset(clusters),
-        params=s.section("params", {}).data,
-        mode=file_mode(s, "mode"),
-        timeout_s=s.number("timeout_s", 10.0, minimum=0.1, maximum=3600),
-    )
+    return frozenset(clusters)
 
 
 @dataclass(frozen=True, slots=True)

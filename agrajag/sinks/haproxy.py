@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from agrajag.config import Problems
 from agrajag.sinks.base import (
     COMMON_KEYS,
     ApplyResult,
@@ -243,13 +244,17 @@ class Settings:
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> Settings:
         s = section(data, source)
-        s.reject_unknown({*COMMON_KEYS, "template", "stats_socket", "master_socket", "haproxy_bin"})
-        return cls(
-            files=file_settings(s, "template"),
-            stats_socket=path(s, "stats_socket"),
-            master_socket=path(s, "master_socket"),
-            haproxy_bin=existing_file(s, "haproxy_bin", "/usr/sbin/haproxy"),
+        p = Problems()
+        known = {*COMMON_KEYS, "template", "stats_socket", "master_socket", "haproxy_bin"}
+        p.read(lambda: s.reject_unknown(known))
+        settings = cls(
+            files=p.read(lambda: file_settings(s, "template")),
+            stats_socket=p.read(lambda: path(s, "stats_socket")),
+            master_socket=p.read(lambda: path(s, "master_socket")),
+            haproxy_bin=p.read(lambda: existing_file(s, "haproxy_bin", "/usr/sbin/haproxy")),
         )
+        p.raise_any()
+        return settings
 
 
 class HAProxySink(FileSink):

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psycopg
 
-from agrajag.config import Section
+from agrajag.config import Problems, Section
 from agrajag.sinks.base import (
     COMMON_KEYS,
     ApplyResult,
@@ -173,12 +173,15 @@ class Settings:
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> Settings:
         s = section(data, source)
-        s.reject_unknown({*COMMON_KEYS, "template", "admin", "cut"})
-        return cls(
-            files=file_settings(s, "template"),
-            admin=AdminSettings.from_section(s.section("admin")),
-            cut=s.choice("cut", CUT_MODES, "reconnect"),
+        p = Problems()
+        p.read(lambda: s.reject_unknown({*COMMON_KEYS, "template", "admin", "cut"}))
+        settings = cls(
+            files=p.read(lambda: file_settings(s, "template")),
+            admin=p.read(lambda: AdminSettings.from_section(s.section("admin"))),
+            cut=p.read(lambda: s.choice("cut", CUT_MODES, "reconnect")),
         )
+        p.raise_any()
+        return settings
 
 
 class PgBouncerSink(FileSink):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agrajag.command import CommandError, run
+from agrajag.config import Problems
 from agrajag.sinks.base import (
     COMMON_KEYS,
     ApplyResult,
@@ -47,12 +48,15 @@ class Settings:
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> Settings:
         s = section(data, source)
-        s.reject_unknown({*COMMON_KEYS, "src", "check_cmd", "reload_cmd"})
-        return cls(
-            files=file_settings(s, "src"),
-            check_cmd=command(s, "check_cmd"),
-            reload_cmd=command(s, "reload_cmd"),
+        p = Problems()
+        p.read(lambda: s.reject_unknown({*COMMON_KEYS, "src", "check_cmd", "reload_cmd"}))
+        settings = cls(
+            files=p.read(lambda: file_settings(s, "src")),
+            check_cmd=p.read(lambda: command(s, "check_cmd")),
+            reload_cmd=p.read(lambda: command(s, "reload_cmd")),
         )
+        p.raise_any()
+        return settings
 
 
 class TemplateSink(FileSink):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from agrajag.config import MetricsSettings, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import MetricsSettings, Problems, Section, ZooKeeperSettings, load_yaml
 from agrajag.record import is_plain_name
 from agrajag.sinks import Sink, build_sink
 from agrajag.watch.rules import Backoff, FailMode
@@ -48,15 +49,20 @@ def _clusters(s: Section) -> tuple[str, ...]:
 
 
 def _sinks(s: Section) -> tuple[Sink, ...]:
+    """Every sink, and every problem of every sink at once."""
     sections = s.sections("sinks")
     if not sections:
         raise s.error("sinks", "must list at least one sink")
+    p = Problems()
     sinks: list[Sink] = []
     for i, section in enumerate(sections):
-        sink = build_sink(section.data, section.where("").rstrip("."))
+        sink = p.read(partial(build_sink, section.data, section.where("").rstrip(".")))
+        if sink is None:
+            continue
         if any(other.name == sink.name for other in sinks):
-            raise s.error(f"sinks[{i}]", f"another sink is already named {sink.name!r}")
+            p.found.append(s.error(f"sinks[{i}]", f"another sink is already named {sink.name!r}"))
         sinks.append(sink)
+    p.raise_any()
     return tuple(sinks)
 
 
@@ -78,27 +84,37 @@ class WatchConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> WatchConfig:
+        """Every problem of the file at once (ConfigErrors), each naming its key."""
         s = load_yaml(path)
-        s.reject_unknown(KEYS)
-        interval = s.number("reconcile_interval_s", 5.0, minimum=0.1, maximum=300)
-        fail_mode = FailMode(s.choice("fail_mode", [m.value for m in FailMode]))
-        if fail_mode is FailMode.CLOSED:
-            # every reconcile is a sign of life: the grace period must outlast several
-            closed_after = s.number("fail_closed_after_s", 30.0, minimum=2 * interval)
-        elif "fail_closed_after_s" in s.data:
-            raise s.error("fail_closed_after_s", "applies only with fail_mode: closed")
-        else:
-            closed_after = 0.0
-        return cls(
-            source=str(path),
-            agent=s.name("agent", socket.gethostname()),
-            zookeeper=ZooKeeperSettings.from_section(s.section("zookeeper")),
-            clusters=_clusters(s),
-            fail_mode=fail_mode,
-            fail_closed_after_s=closed_after,
-            state_file=Path(s.string("state_file")),
-            reconcile_interval_s=interval,
-            retry_backoff=_backoff(s.section("retry_backoff", {})),
-            metrics=MetricsSettings.from_section(s.section("metrics", {})),
-            sinks=_sinks(s),
+        p = Problems()
+        p.read(lambda: s.reject_unknown(KEYS))
+        interval = p.read(
+            lambda: s.number("reconcile_interval_s", 5.0, minimum=0.1, maximum=300), 5.0
         )
+        fail_mode = p.read(
+            lambda: FailMode(s.choice("fail_mode", [m.value for m in FailMode])), FailMode.OPEN
+        )
+        config = cls(
+            source=str(path),
+            agent=p.read(lambda: s.name("agent", socket.gethostname())),
+            zookeeper=p.read(lambda: ZooKeeperSettings.from_section(s.section("zookeeper"))),
+            clusters=p.read(lambda: _clusters(s)),
+            fail_mode=fail_mode,
+            fail_closed_after_s=p.read(lambda: _fail_closed_after(s, fail_mode, interval)),
+            state_file=p.read(lambda: Path(s.string("state_file"))),
+            reconcile_interval_s=interval,
+            retry_backoff=p.read(lambda: _backoff(s.section("retry_backoff", {}))),
+            metrics=p.read(lambda: MetricsSettings.from_section(s.section("metrics", {}))),
+            sinks=p.read(lambda: _sinks(s)),
+        )
+        p.raise_any()
+        return config
+
+
+def _fail_closed_after(s: Section, fail_mode: FailMode, interval: float) -> float:
+    if fail_mode is FailMode.CLOSED:
+        # every reconcile is a sign of life: the grace period must outlast several
+        return s.number("fail_closed_after_s", 30.0, minimum=2 * interval)
+    if "fail_closed_after_s" in s.data:
+        raise s.error("fail_closed_after_s", "applies only with fail_mode: closed")
+    return 0.0

@@ -67,6 +67,8 @@ class FailingTransaction:
 
     def set_data(self, *args: Any) -> None: ...
 
+    def delete(self, *args: Any) -> None: ...
+
     def commit_async(self) -> Failing:
         return Failing(self.exc)
 
@@ -117,6 +119,10 @@ CALLS: dict[str, Callable[[Registry], object]] = {
     "watchers": lambda r: r.watchers("main"),
     "node_records": lambda r: r.node_records("main"),
     "clusters": lambda r: r.clusters(),
+    "tree": lambda r: r.tree("main"),
+    "history_names": lambda r: r.history_names("main"),
+    "delete_history": lambda r: r.delete_history("main", ["epoch-0000000001"]),
+    "reset": lambda r: r.reset("main", RECORD, -1),
 }
 
 

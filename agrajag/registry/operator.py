@@ -1,0 +1,30 @@
+"""Connecting an operator's command (`status`, `registry`) to ZooKeeper.
+
+ZooKeeper is taken from `--zookeeper` or from the `zookeeper:` section of a daemon or watcher
+YAML (`--config`), so an operator on a host already set up types only the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from agrajag.config import ZooKeeperSettings, load_yaml
+from agrajag.registry.client import Registry
+from agrajag.registry.errors import Unavailable
+from agrajag.registry.values import Session
+
+START_TIMEOUT_S = 5.0
+
+
+def open_registry(args: argparse.Namespace) -> Registry:
+    """A connected Registry; Unavailable when ZooKeeper does not answer within 5 s."""
+    if args.config:
+        zk = ZooKeeperSettings.from_section(load_yaml(args.config).section("zookeeper"))
+        hosts, root = zk.hosts, args.root or zk.root
+    else:
+        hosts, root = args.zookeeper, args.root or "/agrajag"
+    registry = Registry.connect(hosts, root, start_timeout=START_TIMEOUT_S)
+    if registry.session is not Session.CONNECTED:
+        registry.close()
+        raise Unavailable(f"cannot reach ZooKeeper at {hosts}")
+    return registry

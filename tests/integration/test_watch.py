@@ -8,9 +8,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS
 from tools.harness.procs import wait_until
 from tools.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
 from tools.harness.watch import (
@@ -63,9 +65,7 @@ def test_a_record_is_rendered_and_acknowledged_and_sigterm_removes_the_ack(
     assert "stopped" in watch.output()
 
 
-INJECTIONS = [
-    ("host with a newline", {"host": "10.0.0.9\nserver evil 6.6.6.6:5432"}),
-    ("host with a space", {"host": "10.0.0.9 backup"}),
+MALFORMED = [
     ("host with a control character", {"host": "db\x1b[2J"}),
     ("port 0", {"port": 0}),
     ("port 70000", {"port": 70000}),
@@ -75,47 +75,102 @@ INJECTIONS = [
 ]
 
 
-def test_injection_attempts_never_reach_the_file(
-    watchers: Callable[..., WatchProc], publisher: Publisher
+def proxy_sinks(home: Path, haproxy: HAProxy, pgbouncer: PgBouncer) -> list[dict[str, Any]]:
+    """conf.d's example sinks (HAProxy, PgBouncer, template) on these running proxies."""
+    sinks = example_sinks(home)
+    sinks["haproxy"].update(
+        dest=str(haproxy.config),
+        stats_socket=str(haproxy.stats_socket),
+        master_socket=str(haproxy.master_socket),
+    )
+    sinks["haproxy"]["params"].update(
+        stats_socket=str(haproxy.stats_socket),
+        server_state_file=str(haproxy.dir / "server-state"),
+        bind="127.0.0.1",
+        ports={"main": haproxy.port},
+    )
+    sinks["pgbouncer"].update(
+        dest=str(pgbouncer.databases),
+        admin={"host": "127.0.0.1", "port": pgbouncer.port, "user": PGBOUNCER_ADMIN},
+    )
+    return list(sinks.values())
+
+
+@pytest.fixture
+def proxied(
+    tmp_path: Path,
+    haproxy: HAProxy,
+    pgbouncer: PgBouncer,
+    watchers: Callable[..., WatchProc],
+    publisher: Publisher,
+) -> Callable[..., WatchProc]:
+    """Start HAProxy and PgBouncer routing to 127.0.0.1:`port`, publish that master at
+    `epoch`, and start watcher app1 with conf.d's three example sinks on them; returns it
+    once it has acknowledged the epoch."""
+
+    def start(port: int, epoch: int = 1, **overrides: object) -> WatchProc:
+        haproxy.write_config(port)
+        haproxy.start()
+        pgbouncer.write_config(f"app = host=127.0.0.1 port={port} dbname=app")
+        pgbouncer.start()
+        publisher.write(master(epoch, host="127.0.0.1", port=port))
+        sinks = proxy_sinks(tmp_path / "app1", haproxy, pgbouncer)
+        watch = watchers(sinks=sinks, **overrides)
+        wait_until(lambda: publisher.acked_epoch("app1") == epoch, timeout=30, what="the ack")
+        return watch
+
+    return start
+
+
+def test_injection_attempts_never_reach_haproxy_pgbouncer_or_the_env_file(
+    haproxy: HAProxy,
+    pgbouncer: PgBouncer,
+    proxied: Callable[..., WatchProc],
+    publisher: Publisher,
 ) -> None:
-    publisher.write(master(5))
-    watch = watchers()
-    wait_until(lambda: converged(watch, publisher, 5), timeout=20, what="epoch 5")
-    before = watch.dest.read_bytes()
-    good = master(6, node=2).to_json().decode()
+    backend = Backend("primary")
+    try:
+        watch = proxied(backend.port, epoch=5)
+        files = (haproxy.config, pgbouncer.databases, watch.dest)
 
-    attacks: list[tuple[str, bytes]] = [
-        ("malformed JSON", good[:-3].encode()),
-        ("not an object", b'["main"]'),
-        ("binary garbage", b"\xff\xfe\x00"),
-        ("lower epoch", master(4, node=2).to_json()),
-        ("same epoch, another master", master(5, node=2).to_json()),
-    ]
-    for what, change in INJECTIONS:
-        doc = json.loads(good)
-        for key, value in change.items():
-            if value is None:
-                del doc[key]
-            else:
-                doc[key] = value
-        attacks.append((what, json.dumps(doc).encode()))
+        def proxies() -> tuple[object, ...]:
+            states = haproxy.server_states()
+            servers = [(s["be_name"], s["srv_name"], s["srv_port"]) for s in states]
+            return servers, pgbouncer.admin("SHOW DATABASES")
 
-    for what, data in attacks:
-        version = publisher.write(data)
-        wait_until(
-            lambda v=version: f"refused /agrajag/main/master (version {v})" in watch.output(),
-            timeout=10,
-            what=f"the refusal of {what}",
-        )
-        assert watch.dest.read_bytes() == before, what
-    assert watch.proc.alive()
-    assert publisher.acked_epoch("app1") == 5
-    log = watch.output()
-    for reason in ("invalid", "stale_epoch", "wrong_cluster"):
-        assert f": {reason}: " in log
+        before = [f.read_bytes() for f in files], proxies()
+        good = json.loads(master(6, node=2, host="127.0.0.1", port=backend.port).to_json())
+        attacks: list[tuple[str, bytes]] = [
+            ("malformed JSON", json.dumps(good)[:-3].encode()),
+            ("not an object", b'["main"]'),
+            ("binary garbage", b"\xff\xfe\x00"),
+            ("lower epoch", master(4, node=2).to_json()),
+            ("same epoch, another master", master(5, node=2).to_json()),
+        ]
+        changes = [(what, {key: value}) for what, key, value in PAYLOADS + OTHER_PAYLOADS]
+        for what, change in changes + MALFORMED:
+            doc = {k: v for k, v in {**good, **change}.items() if v is not None}
+            attacks.append((what, json.dumps(doc).encode()))
 
-    publisher.write(master(6, node=2))  # and a good record is still followed
-    wait_until(lambda: converged(watch, publisher, 6, 2), timeout=10, what="epoch 6")
+        for what, data in attacks:
+            version = publisher.write(data)
+            wait_until(
+                lambda v=version: f"refused /agrajag/main/master (version {v})" in watch.output(),
+                timeout=10,
+                what=f"the refusal of {what}",
+            )
+            assert ([f.read_bytes() for f in files], proxies()) == before, what
+        assert watch.proc.alive()
+        assert publisher.acked_epoch("app1") == 5
+        log = watch.output()
+        for reason in ("invalid", "stale_epoch", "wrong_cluster"):
+            assert f": {reason}: " in log
+        assert "key 'host' must be a hostname or IP" in log
+
+        publisher.write(json.dumps(good).encode())  # and a good record is still followed
+        wait_until(lambda: publisher.acked_epoch("app1") == 6, timeout=10, what="epoch 6")
+    finally:
+        backend.close()
 
 
 def test_zookeeper_killed_then_restarted(
@@ -211,38 +266,15 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 
 def test_haproxy_and_pgbouncer_follow_a_failover_and_old_sessions_are_cut(
-    tmp_path: Path,
     haproxy: HAProxy,
     pgbouncer: PgBouncer,
-    watchers: Callable[..., WatchProc],
+    proxied: Callable[..., WatchProc],
     publisher: Publisher,
 ) -> None:
     old, new = Backend("old"), Backend("new")
     clients: list[socket.socket] = []
     try:
-        haproxy.write_config(old.port)
-        haproxy.start()
-        pgbouncer.write_config(f"app = host=127.0.0.1 port={old.port} dbname=app")
-        pgbouncer.start()
-        sinks = example_sinks(tmp_path / "app1")
-        sinks["haproxy"].update(
-            dest=str(haproxy.config),
-            stats_socket=str(haproxy.stats_socket),
-            master_socket=str(haproxy.master_socket),
-        )
-        sinks["haproxy"]["params"].update(
-            stats_socket=str(haproxy.stats_socket),
-            server_state_file=str(haproxy.dir / "server-state"),
-            bind="127.0.0.1",
-            ports={"main": haproxy.port},
-        )
-        sinks["pgbouncer"].update(
-            dest=str(pgbouncer.databases),
-            admin={"host": "127.0.0.1", "port": pgbouncer.port, "user": PGBOUNCER_ADMIN},
-        )
-        publisher.write(master(1, host="127.0.0.1", port=old.port))
-        watch = watchers(sinks=list(sinks.values()))
-        wait_until(lambda: publisher.acked_epoch("app1") == 1, timeout=30, what="epoch 1")
+        watch = proxied(old.port)
 
         def routed_through_haproxy(name: str) -> bool:
             sock, greeted = greeting(haproxy.port)

@@ -1,0 +1,36 @@
+"""Master-record values that try to add lines or words to a rendered config file.
+
+Shared by the unit tests (every shipped template, `haproxy -c`) and the integration test
+(a real watcher with real HAProxy and PgBouncer sinks).
+"""
+
+from __future__ import annotations
+
+#: (what, key, value): each would add a line or a word to some shipped file.
+PAYLOADS = [
+    (
+        "the issue's IPv6 zone id",
+        "host",
+        "::1%x:1 init-addr none disabled\n    server evil 192.0.2.66:5432\n#",
+    ),
+    ("a zone id with a space", "host", "fe80::1%eth0 backup"),
+    ("a zone id with a newline", "host", "fe80::1%eth0\nserver evil 192.0.2.66:5432"),
+    ("a trailing newline", "host", "10.0.0.2\n"),
+    ("a newline and a server", "host", "10.0.0.2\nserver evil 192.0.2.66:5432"),
+    ("CR LF and a database", "host", "db2\r\nevil = host=192.0.2.66 dbname=app"),
+    ("a Unicode line separator", "host", "db2\u2028evil = host=192.0.2.66"),
+    ("NEL", "host", "db2\x85evil=1"),
+    ("a vertical tab", "host", "db2\x0bevil=1"),
+    ("a form feed", "host", "db2\x0cevil=1"),
+    ("a space and a keyword", "host", "10.0.0.2 backup"),
+    ("a tab and a keyword", "host", "10.0.0.2\tdisabled"),
+    ("a PgBouncer parameter", "host", "db2 user=postgres"),
+    ("a node name with a newline", "node", "node2\nserver evil 192.0.2.66:5432"),
+    ("a node name with a trailing newline", "node", "node2\n"),
+]
+#: Refused too, though they add no line or word: they change what a word means.
+OTHER_PAYLOADS = [
+    ("a comment cutting `check`", "host", "db2#"),
+    ("a shell expansion in an env file", "host", "$(reboot)"),
+    ("a publisher with a newline (in no template)", "published_by", "node2\nevil"),
+]

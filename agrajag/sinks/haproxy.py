@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from agrajag.atomic import replace_file
 from agrajag.sinks.base import (
     COMMON_KEYS,
     ApplyResult,
@@ -52,7 +53,6 @@ from agrajag.sinks.base import (
     existing_file,
     file_settings,
     path,
-    replace_file,
     section,
     wait_for,
 )
@@ -94,6 +94,10 @@ class Address:
             return cls(token, None)
         return cls(host.removeprefix("[").removesuffix("]"), int(port))
 
+    def same(self, other: Address) -> bool:
+        """The same endpoint, however an IP address is spelled (HAProxy prints its own way)."""
+        return self.port == other.port and _ip_or_name(self.host) == _ip_or_name(other.host)
+
     def settable_at_runtime(self) -> bool:
         """`set server ... addr` takes an IP address, not a name to resolve."""
         try:
@@ -101,6 +105,13 @@ class Address:
         except ValueError:
             return False
         return self.port is not None
+
+
+def _ip_or_name(host: str) -> object:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return host
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +230,36 @@ def without_servers(state: str, servers: frozenset[ServerKey]) -> str:
     return "\n".join(kept) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeServer:
+    """A server as the running worker has it: its address and whether it is ready (not in
+    maintenance or drain by an administrator)."""
+
+    address: Address
+    ready: bool
+
+
+def runtime_servers(state: str) -> dict[ServerKey, RuntimeServer]:
+    """The servers of a `show servers state` answer, read by its header's column names.
+
+    >>> runtime_servers("1\\n# be_id be_name srv_id srv_name srv_addr srv_op_state "
+    ...                 "srv_admin_state srv_port\\n2 main 1 primary 10.0.0.2 2 0 5433\\n")
+    {('main', 'primary'): RuntimeServer(address=Address(host='10.0.0.2', port=5433), ready=True)}
+    """
+    lines = state.splitlines()
+    header = next((line[2:].split() for line in lines if line.startswith("# ")), [])
+    servers = {}
+    for line in lines:
+        row = dict(zip(header, line.split(), strict=False))
+        if line.startswith("#") or not {"be_name", "srv_name", "srv_addr"} <= row.keys():
+            continue
+        port = row.get("srv_port", "")
+        address = Address(row["srv_addr"], int(port) if port.isdigit() else None)
+        ready = row.get("srv_admin_state", "0") == "0"
+        servers[(row["be_name"], row["srv_name"])] = RuntimeServer(address, ready)
+    return servers
+
+
 def unix_command(path: Path, command: str, timeout: float) -> str:
     """Send one command line to an HAProxy CLI socket and read the whole answer. The master
     CLI answers only once the client has shut down its writing side."""
@@ -270,17 +311,22 @@ class HAProxySink(FileSink):
         self.check_command(argv, staged_path)
 
     def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
+        """Switch at runtime or reload; once HAProxy routes by the new file, a failing later
+        step keeps it (`took_effect`) and the next try, seeing the servers already at their
+        new addresses, finishes without cutting anything to them."""
         plan = plan_change(old_text, new_text)
         if plan.runtime:
             cut = self._switch(plan.moves)
-            self._save_state(new_text, forget=frozenset())
             action = "runtime" if plan.moves else "written"
         else:
             self._save_state(new_text, forget=plan.cut)
             self._reload()
             cut, action = 0, "reload"
-        # The running worker now has only sessions to the new addresses: cut the old workers'.
-        cut += self._cut_sessions(plan.cut)
+        with self.took_effect():
+            if plan.runtime:
+                self._save_state(new_text, forget=frozenset())
+            # The running worker has only sessions to the new addresses: cut the old workers'.
+            cut += self._cut_sessions(plan.cut)
         return ApplyResult(changed=True, action=action, cut_sessions=cut, detail=plan.describe())
 
     def rollback(self, old_text: str | None, new_text: str) -> None:
@@ -303,12 +349,21 @@ class HAProxySink(FileSink):
         once its sessions are cut (maint), and none to the new address is cut. The old
         primary's server may be DOWN by its health check: `health up` lets the new address
         take clients at once instead of after the checks rise (they go on checking it).
+        A server already at its new address (an earlier try switched it) is only made
+        ready: its sessions are to the new primary.
         """
         listing = self._call(self.settings.stats_socket, "show sess", "runtime")
-        cut = 0
+        state = self._call(self.settings.stats_socket, "show servers state", "runtime")
+        running = runtime_servers(state)
+        cut, switched = 0, False
         for (proxy, server), address in sorted(moves.items()):
-            cut += len(sessions_to(listing, frozenset({(proxy, server)})))
             target = f"set server {proxy}/{server}"
+            now = running.get((proxy, server))
+            if now is not None and now.address.same(address):
+                if not now.ready:
+                    self._expect(f"{target} health up; {target} state ready", "", switched)
+                continue
+            cut += len(sessions_to(listing, frozenset({(proxy, server)})))
             command = "; ".join([
                 f"{target} state maint",
                 f"shutdown sessions server {proxy}/{server}",
@@ -316,10 +371,17 @@ class HAProxySink(FileSink):
                 f"{target} health up",
                 f"{target} state ready",
             ])  # fmt: skip
-            answer = self._call(self.settings.stats_socket, command, "runtime").strip()
-            if not _ADDRESS_SET.match(answer) or "\n" in answer:
-                raise self.error("runtime", f"{command!r}: {answer!r}")
+            self._expect(command, _ADDRESS_SET, switched)
+            switched = True
         return cut
+
+    def _expect(self, command: str, answer: re.Pattern[str] | str, took_effect: bool) -> None:
+        """Send a runtime command line; raise unless its answer is one line matching `answer`
+        (a pattern, or exactly this text)."""
+        got = self._call(self.settings.stats_socket, command, "runtime").strip()
+        ok = answer.match(got) if isinstance(answer, re.Pattern) else got == answer
+        if not ok or "\n" in got:
+            raise self.error("runtime", f"{command!r}: {got!r}", took_effect=took_effect)
 
     def _save_state(self, config_text: str, forget: frozenset[ServerKey]) -> None:
         """Rewrite the config's server-state-file from the running worker, minus `forget`."""

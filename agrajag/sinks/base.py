@@ -79,6 +79,9 @@ class Sink(Protocol):
 
     def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult: ...
 
+    def resume(self, records: Mapping[str, MasterRecord]) -> None:
+        """Told at start what this sink last fully applied (the watcher's state file)."""
+
 
 def section(data: Mapping[str, object], source: str) -> Section:
     """The config `Section` for one sink item; `source` is where it is, as the watcher says
@@ -244,16 +247,26 @@ def wait_for(check: Callable[[], T | None], timeout: float, interval: float = 0.
 class FileSink(ABC):
     """The pipeline around one file; a product's sink says how to check and activate it.
 
-    The sink remembers a file it swapped in but did not fully activate (`_unfinished`, with
-    the last file it did activate): while the destination still holds it, an apply
-    activates it again instead of calling it unchanged, so that a watcher never
-    acknowledges what the program does not run.
+    The sink remembers a file it swapped in but did not fully activate (`_unfinished`: that
+    file and the last one it did activate): while the destination holds it and it is what
+    the records render, an apply activates it again instead of calling it unchanged, so a
+    watcher never acknowledges what the program does not run. `resume` sets it at start.
     """
 
     def __init__(self, files: FileSettings) -> None:
         self.name = files.name
         self.files = files
-        self._unfinished: tuple[bytes, bytes | None] | None = None
+        self._unfinished: tuple[bytes | None, bytes | None] | None = None
+
+    def resume(self, records: Mapping[str, MasterRecord]) -> None:
+        """`records` is what this sink last fully applied (from the watcher's state file): a
+        destination holding anything else was swapped in, maybe never activated."""
+        try:
+            activated = self.render(records).encode()
+            on_disk = read_or_none(self.files.dest)
+        except (SinkError, OSError):
+            return  # the template changed or the file is unreadable: apply will say so
+        self._unfinished = None if on_disk == activated else (on_disk, activated)
 
     def error(
         self, step: str, detail: str, path: Path | None = None, *, took_effect: bool = False
@@ -279,13 +292,12 @@ class FileSink(ABC):
             on_disk = read_or_none(self.files.dest)
         except OSError as exc:
             raise self.error("read", str(exc)) from exc
-        if self._unfinished is not None and self._unfinished[0] == on_disk:
+        if on_disk == new:
+            if self._unfinished is None or self._unfinished[0] != on_disk:
+                return UNCHANGED
             activated = self._unfinished[1]
-        elif on_disk == new:
-            return UNCHANGED
         else:
             activated = on_disk
-        if on_disk != new:
             self._swap(new, new_text)  # raises with nothing changed
         self._unfinished = None
         try:

@@ -3,9 +3,11 @@
 One loop thread does everything. ZooKeeper's watch callbacks, session changes and signals only
 post to an `Inbox`; after every wake-up the loop re-reads every cluster's master (watches are
 one-shot and coalesce), and it also reconciles every `reconcile_interval_s`. Each record is
-judged by `watch_rules.accept`; what the sinks get is `watch_rules.routed`. Once every sink has
-the accepted records, they are saved to the state file and acknowledged in
-`watchers/<agent>`. The state file is applied at start, before ZooKeeper answers.
+judged by `watch_rules.accept`; what the sinks get is `watch_rules.routed`. What each sink
+has applied is saved to the state file after its apply; once every sink has the accepted
+records, they are acknowledged in `watchers/<agent>`. At start the watcher follows the
+newest record any sink applied, and waits up to `start_wait_s` for ZooKeeper before it
+applies anything from the state file, so a restart never routes a proxy back.
 
 SIGTERM and SIGINT stop the loop and close the session (the acknowledgement disappears);
 SIGHUP is ignored: restart the watcher to change its configuration.
@@ -17,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from agrajag import __version__
@@ -28,7 +30,7 @@ from agrajag.registry.client import Current, Paths, Registry, RegistryError, Ses
 from agrajag.watch.rules import Refused, accept, routed
 from agrajag.watch.runner import SinkRunner
 from agrajag.watch.settings import WatchConfig
-from agrajag.watch.state import Applied, StateError, load_state, save_state
+from agrajag.watch.state import Applied, State, StateError, load_state, save_state
 
 log = logging.getLogger("agrajag.watch")
 
@@ -67,13 +69,20 @@ class Watcher:
         self.inbox = inbox
         self.clock = clock
         self.stopping = False
-        self.runner = SinkRunner(config.sinks, config.retry_backoff, metrics)
-        self.applied: dict[str, Applied] = load_state(config.state_file, config.clusters)
-        self.saved = dict(self.applied)
-        self.accepted: dict[str, MasterRecord] = {c: a.record for c, a in self.applied.items()}
+        self.runner = SinkRunner(config.sinks, config.retry_backoff, metrics, self._sink_applied)
+        names = [sink.name for sink in config.sinks]
+        self.saved = load_state(config.state_file, config.clusters, names)
+        self.applied: dict[str, Applied] = dict(self.saved.clusters)
+        self.sink_state = {name: dict(records) for name, records in self.saved.sinks.items()}
+        self.accepted: dict[str, MasterRecord] = self.saved.newest()
+        for sink in config.sinks:
+            if sink.name in self.sink_state:
+                sink.resume(self.sink_state[sink.name])
         self.refusals: dict[str, tuple[int, str]] = {}  # cluster -> (znode version, reason)
         self.acked: dict[str, WatcherAck] = {}
         self.heard_at = clock()  # when ZooKeeper last answered for every cluster
+        self.heard_once = False
+        self.start_wait_until = self.heard_at + config.start_wait_s
         self.next_reconcile = self.heard_at
         metrics.fail_mode.state(config.fail_mode.value)
         for cluster, applied in self.applied.items():
@@ -113,6 +122,8 @@ class Watcher:
         now = self.clock()
         if reread or now >= self.next_reconcile:
             self._reconcile(now)
+        if self._waiting_for_registry(now):
+            return
         view = routed(
             self.accepted,
             self.config.fail_mode,
@@ -130,6 +141,8 @@ class Watcher:
         """When the loop must run even if nothing is posted: reconcile, a sink's retry, or
         the moment a fail-closed watcher stops routing."""
         deadlines = [self.next_reconcile]
+        if not self.heard_once:
+            deadlines.append(self.start_wait_until)
         retry = self.runner.next_retry()
         if retry is not None:
             deadlines.append(retry)
@@ -162,6 +175,19 @@ class Watcher:
             self._judge(cluster, current)
         if heard:
             self.heard_at = now
+            self.heard_once = True
+
+    def _waiting_for_registry(self, now: float) -> bool:
+        """At start, until ZooKeeper answers or `start_wait_s` passes, the sinks are left as
+        they are: the state file may be older than what ZooKeeper is about to say."""
+        if self.heard_once or now < self.start_wait_until:
+            return not self.heard_once
+        self.heard_once = True  # from now on, the state file is what there is
+        log.warning(
+            "ZooKeeper did not answer within start_wait_s (%gs): applying the state file",
+            self.config.start_wait_s,
+        )
+        return False
 
     def _judge(self, cluster: str, current: Current) -> None:
         znode = Paths(self.registry.root, cluster).master
@@ -206,15 +232,21 @@ class Watcher:
                 self.metrics.applied_epoch.labels(cluster).set(record.epoch)
                 log.info("cluster %s: epoch %d applied to every sink", cluster, record.epoch)
 
+    def _sink_applied(self, name: str, view: Mapping[str, MasterRecord]) -> None:
+        """A sink has `view`: saved at once, before the next sink is tried."""
+        self.sink_state[name] = dict(view)
+        self._save()
+
     def _save(self) -> None:
-        if self.applied == self.saved:
+        state = State(dict(self.applied), {n: dict(r) for n, r in self.sink_state.items()})
+        if state == self.saved:
             return
         try:
-            save_state(self.config.state_file, self.applied)
+            save_state(self.config.state_file, state)
         except StateError as exc:
             log.error("%s; trying again at the next wake-up", exc)
             return
-        self.saved = dict(self.applied)
+        self.saved = state
 
     def _acknowledge(self) -> None:
         if self.registry.session is not Session.CONNECTED:

@@ -22,6 +22,7 @@ KEYS = {
     "fail_mode",
     "fail_closed_after_s",
     "state_file",
+    "start_wait_s",
     "reconcile_interval_s",
     "retry_backoff",
     "metrics",
@@ -75,6 +76,7 @@ class WatchConfig:
     retry_backoff: Backoff
     metrics: MetricsSettings
     sinks: tuple[Sink, ...]
+    start_wait_s: float = 5.0  # at start, how long ZooKeeper may take before the state file
 
     @classmethod
     def load(cls, path: str | Path) -> WatchConfig:
@@ -97,6 +99,7 @@ class WatchConfig:
             fail_mode=fail_mode,
             fail_closed_after_s=closed_after,
             state_file=Path(s.string("state_file")),
+            start_wait_s=s.number("start_wait_s", 5.0, minimum=0, maximum=300),
             reconcile_interval_s=interval,
             retry_backoff=_backoff(s.section("retry_backoff", {})),
             metrics=MetricsSettings.from_section(s.section("metrics", {})),

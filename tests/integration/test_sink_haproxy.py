@@ -27,7 +27,7 @@ from tools.harness.proxies import (
     served_by,
     writes_through,
 )
-from tools.harness.watch import Backend, greeting
+from tools.harness.watch import Backend, greeting, still_open
 
 pytestmark = pytest.mark.integration
 
@@ -206,14 +206,3 @@ def test_a_wrong_master_socket_after_a_runtime_switch_never_cuts_the_new_primary
             sock.close()
         old.close()
         new.close()
-
-
-def still_open(sock: socket.socket) -> bool:
-    """No EOF nor reset within a moment: the proxy has not cut this session."""
-    sock.settimeout(0.2)
-    try:
-        return sock.recv(64) != b""
-    except TimeoutError:
-        return True
-    except ConnectionResetError:
-        return False

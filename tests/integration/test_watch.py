@@ -23,6 +23,7 @@ from tools.harness.watch import (
     example_sinks,
     greeting,
     master,
+    still_open,
 )
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -296,6 +297,72 @@ def test_haproxy_and_pgbouncer_follow_a_failover_and_old_sessions_are_cut(
         assert watch.routed_to() == ("127.0.0.1", new.port, 2)
     finally:
         for sock in clients:
+            sock.close()
+        old.close()
+        new.close()
+
+
+def test_a_restart_during_an_outage_never_routes_haproxy_back(
+    zk: ZkEnsemble,
+    haproxy: HAProxy,
+    pgbouncer: PgBouncer,
+    proxied: Callable[..., WatchProc],
+    publisher: Publisher,
+) -> None:
+    """The issue's sequence: epoch 2 reaches HAProxy while PgBouncer's admin console is
+    down, so only HAProxy has it; the watcher restarts while ZooKeeper is down. HAProxy
+    keeps routing to the new primary (a session to it survives), and PgBouncer catches up
+    from the state file once it is back, still without ZooKeeper."""
+    old, new = Backend("old"), Backend("new")
+    held: list[socket.socket] = []
+    try:
+        watch = proxied(old.port)
+        pgbouncer.stop()
+        publisher.write(master(2, node=2, host="127.0.0.1", port=new.port))
+        wait_until(
+            lambda: all(f"sink {s}" in watch.output() for s in ("pgbouncer failed", "haproxy: ")),
+            timeout=15,
+            what="HAProxy to take epoch 2 and PgBouncer to fail",
+        )
+        state = json.loads(watch.state_file.read_text())
+        assert state["sinks"]["haproxy"]["main"]["epoch"] == 2
+        assert state["sinks"]["pgbouncer"]["main"]["epoch"] == 1
+        assert state["clusters"]["main"]["record"]["epoch"] == 1
+        assert publisher.acked_epoch("app1") == 1
+        sock, greeted = greeting(haproxy.port)
+        held.append(sock)
+        assert greeted == "new"
+
+        watch.stop()
+        zk.servers[0].kill()
+        before = len(watch.output())
+        watch.start()
+        wait_until(
+            lambda: "did not answer within start_wait_s" in watch.output()[before:],
+            timeout=15,
+            what="the watcher to fall back to its state file",
+        )
+        pgbouncer.start()
+        wait_until(
+            lambda: {r[0]: r[2] for r in pgbouncer.admin("SHOW DATABASES")}["app"] == new.port,
+            timeout=15,
+            what="PgBouncer to catch up with epoch 2 from the state file",
+        )
+        after_restart = watch.output()[before:]
+        assert "sink haproxy: " not in after_restart, "HAProxy must not be touched again"
+        assert still_open(held[0])
+        assert [s["srv_port"] for s in haproxy.server_states()] == [str(new.port)]
+        sock, greeted = greeting(haproxy.port)
+        held.append(sock)
+        assert greeted == "new"
+
+        zk.servers[0].start()
+        zk.servers[0].wait_serving()
+        wait_until(lambda: publisher.acked_epoch("app1") == 2, timeout=30, what="the ack of 2")
+        assert still_open(held[0])
+        assert "sink haproxy: " not in watch.output()[before:]
+    finally:
+        for sock in held:
             sock.close()
         old.close()
         new.close()

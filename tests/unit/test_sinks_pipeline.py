@@ -260,3 +260,29 @@ def test_a_file_that_could_not_be_put_back_is_activated_next_time_not_called_unc
     assert (again.changed, again.action) == (True, "reload")
     assert reload_count(tmp_path) == 2
     assert app.apply({"main": master(5433)}).action == "unchanged"
+
+
+def test_a_file_swapped_in_just_before_a_crash_is_activated_after_a_restart(
+    tmp_path: Path, reloads: Path
+) -> None:
+    app = sink(tmp_path, reload_cmd=str(reloads))
+    app.apply({"main": master(5432)})
+    dest = tmp_path / "etc" / "app.conf"
+    dest.write_text("main=10.0.0.1:5433\n")  # swapped in, then the watcher died: no reload
+
+    restarted = sink(tmp_path, reload_cmd=str(reloads))
+    restarted.resume({"main": master(5432)})  # what the state file says it last applied
+
+    assert restarted.apply({"main": master(5433)}).action == "reload"
+    assert reload_count(tmp_path) == 2
+    assert restarted.apply({"main": master(5433)}).action == "unchanged"
+
+
+def test_a_resumed_sink_whose_file_is_what_it_applied_changes_nothing(
+    tmp_path: Path, reloads: Path
+) -> None:
+    sink(tmp_path, reload_cmd=str(reloads)).apply({"main": master(5432)})
+    restarted = sink(tmp_path, reload_cmd=str(reloads))
+    restarted.resume({"main": master(5432)})
+    assert restarted.apply({"main": master(5432)}).action == "unchanged"
+    assert reload_count(tmp_path) == 1

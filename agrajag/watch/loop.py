@@ -80,6 +80,7 @@ class Watcher:
                 sink.resume(self.sink_state[sink.name])
         self.refusals: dict[str, tuple[int, str]] = {}  # cluster -> (znode version, reason)
         self.acked: dict[str, WatcherAck] = {}
+        self.ack_problems: dict[str, str] = {}  # cluster -> why the last acknowledgement failed
         self.heard_at = clock()  # when ZooKeeper last answered for every cluster
         self.heard_once = False
         self.start_wait_until = self.heard_at + config.start_wait_s
@@ -259,10 +260,17 @@ class Watcher:
             try:
                 self.registry.acknowledge(cluster, ack)
             except RegistryError as exc:
-                log.warning(
-                    "cluster %s: cannot acknowledge epoch %d: %s", cluster, ack.applied_epoch, exc
-                )
+                if self.ack_problems.get(cluster) != str(exc):  # once, not every reconcile
+                    self.ack_problems[cluster] = str(exc)
+                    log.warning(
+                        "cluster %s: cannot acknowledge epoch %d, trying again: %s",
+                        cluster,
+                        ack.applied_epoch,
+                        exc,
+                    )
                 continue
+            if self.ack_problems.pop(cluster, None) is not None:
+                log.info("cluster %s: acknowledged epoch %d", cluster, ack.applied_epoch)
             self.acked[cluster] = ack
 
 

@@ -9,8 +9,15 @@ from dataclasses import replace
 
 import pytest
 
-from agrajag.record import MasterRecord, NodeRecord
-from agrajag.registry.client import NodeNameTaken, Published, Registry, Session, Unavailable
+from agrajag.record import MasterRecord, NodeRecord, WatcherAck
+from agrajag.registry.client import (
+    AgentNameTaken,
+    NodeNameTaken,
+    Published,
+    Registry,
+    Session,
+    Unavailable,
+)
 from tools.harness.procs import wait_until
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -101,6 +108,15 @@ def test_a_second_daemon_with_the_same_node_name_is_refused(registries: list[Reg
     with pytest.raises(NodeNameTaken):
         registries[1].register_node("main", node_record("node1"))
     assert registries[0].register_node("main", node_record("node1")) is False  # already ours
+
+
+def test_a_second_watcher_with_the_same_agent_name_is_refused(registries: list[Registry]) -> None:
+    first, second = registries[0], registries[1]
+    first.acknowledge("main", WatcherAck("app1", 1, "t"))
+    with pytest.raises(AgentNameTaken, match=r"/agrajag/main/watchers/app1 belongs to .* session"):
+        second.acknowledge("main", WatcherAck("app1", 2, "t"))
+    first.acknowledge("main", WatcherAck("app1", 3, "t"))
+    assert second.watchers("main") == {"app1": WatcherAck("app1", 3, "t")}
 
 
 def test_the_liveness_node_goes_with_its_session(registries: list[Registry]) -> None:

@@ -366,3 +366,53 @@ def test_a_restart_during_an_outage_never_routes_haproxy_back(
             sock.close()
         old.close()
         new.close()
+
+
+def test_a_watcher_killed_and_restarted_within_its_session_timeout_acknowledges_again(
+    watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    """The killed watcher's ephemeral ack outlives it until its session expires (4 s here):
+    the restarted one must not write into it, but create its own once it is gone."""
+    publisher.write(master(1))
+    watch = watchers()
+    wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
+    dead_session = publisher.ack_owner("app1")
+
+    watch.proc.kill()
+    before = len(watch.output())
+    watch.start()
+    wait_until(
+        lambda: "is another watcher running with the same agent name?" in watch.output()[before:],
+        timeout=10,
+        what="the restarted watcher to see the dead session's node",
+    )
+    wait_until(
+        lambda: publisher.ack_owner("app1") not in (None, dead_session),
+        timeout=20,
+        what="the restarted watcher to create its own node after the old one expired",
+    )
+    assert "cluster main: acknowledged epoch 1" in watch.output()[before:]
+    time.sleep(5)  # longer than any session timeout here: this node is the live session's
+    assert publisher.acked_epoch("app1") == 1
+    assert "NodeExistsError" not in watch.output()
+
+
+def test_two_hosts_with_the_same_agent_name_get_a_clear_error(
+    tmp_path: Path, zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    publisher.write(master(1))
+    first = watchers()
+    wait_until(lambda: converged(first, publisher, 1), timeout=20, what="epoch 1")
+    owner = publisher.ack_owner("app1")
+    twin = WatchProc(tmp_path / "other-host", zk.hosts, agent="app1").start()
+    try:
+        wait_until(
+            lambda: "is another watcher running with the same agent name?" in twin.output(),
+            timeout=15,
+            what="the second watcher to say why it cannot acknowledge",
+        )
+        assert twin.proc.alive() and twin.routed_to() == ("10.0.0.1", 5432, 1)
+        assert publisher.ack_owner("app1") == owner
+        assert twin.output().count("is another watcher running") == 1  # said once
+    finally:
+        twin.stop()

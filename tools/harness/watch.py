@@ -135,6 +135,11 @@ class Publisher:
             return None
         return WatcherAck.from_json(data, source=path)
 
+    def ack_owner(self, agent: str, cluster: str = "main") -> int | None:
+        """The ZooKeeper session that owns `watchers/<agent>`; None when there is none."""
+        stat = self.client.retry(self.client.exists, f"{ROOT}/{cluster}/watchers/{agent}")
+        return None if stat is None else int(stat.ephemeralOwner)
+
     def acked_epoch(self, agent: str, cluster: str = "main") -> int | None:
         ack = self.ack(agent, cluster)
         return None if ack is None else ack.applied_epoch

@@ -82,6 +82,10 @@ class Sink(Protocol):
     def resume(self, records: Mapping[str, MasterRecord]) -> None:
         """Told at start what this sink last fully applied (the watcher's state file)."""
 
+    def render_only(self, records: Mapping[str, MasterRecord]) -> str:
+        """First start: write the file the program starts with, without activating it."""
+        ...
+
 
 def section(data: Mapping[str, object], source: str) -> Section:
     """The config `Section` for one sink item; `source` is where it is, as the watcher says
@@ -312,6 +316,25 @@ class FileSink(ABC):
             if failure is exc:
                 raise
             raise failure from exc
+
+    def render_only(self, records: Mapping[str, MasterRecord]) -> str:
+        """First start, before the program runs: render, check and write the file only if
+        there is none (an existing one may be what the program runs: the watcher changes it,
+        activating it), and create what the file expects (`prepare`). Says what it did."""
+        new_text = self.render(records)
+        dest = self.files.dest
+        try:
+            exists = dest.exists()
+        except OSError as exc:
+            raise self.error("read", str(exc)) from exc
+        if not exists:
+            self._swap(new_text.encode(), new_text)
+        self.prepare(new_text)
+        return f"{'kept the existing' if exists else 'wrote'} {dest}"
+
+    def prepare(self, text: str) -> None:
+        """Create what the program needs to start on `text` (nothing, unless a sink says)."""
+        return
 
     @contextlib.contextmanager
     def took_effect(self) -> Iterator[None]:

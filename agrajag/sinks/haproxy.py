@@ -72,6 +72,7 @@ _ADDRESS_SET = re.compile(r"^(IP changed from|no need to change the addr)")
 _NO_PID = "Can't find the target PID"  # the worker has exited
 _NOT_THERE = ("No such session", _NO_PID)
 _SHUTDOWNS_PER_LINE = 50
+_EMPTY_STATE = b"1\n"  # `show servers state` format version 1, no server
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +310,17 @@ class HAProxySink(FileSink):
             raise self.error("check", f"server-state-file {state_file!r} is not absolute")
         argv = [str(self.settings.haproxy_bin), "-c", "-f", str(staged_path)]
         self.check_command(argv, staged_path)
+
+    def prepare(self, text: str) -> None:
+        """A missing server-state file makes HAProxy warn at every start: create one with
+        the format's version line and no server."""
+        state_file = ConfigShape.of(text).state_file
+        if state_file is None or Path(state_file).exists():
+            return
+        try:
+            replace_file(Path(state_file), _EMPTY_STATE)
+        except OSError as exc:
+            raise self.error("prepare", f"creating {state_file}: {exc}") from exc
 
     def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
         """Switch at runtime or reload; once HAProxy routes by the new file, a failing later

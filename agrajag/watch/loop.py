@@ -27,6 +27,7 @@ from agrajag.inbox import Event, Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics, serve
 from agrajag.record import MasterRecord, WatcherAck, utc_now
 from agrajag.registry.client import Current, Paths, Registry, RegistryError, Session
+from agrajag.sinks import SinkError
 from agrajag.watch.rules import Refused, accept, routed
 from agrajag.watch.runner import SinkRunner
 from agrajag.watch.settings import WatchConfig
@@ -153,6 +154,18 @@ class Watcher:
                 deadlines.append(closing)
         return min(deadlines)
 
+    def known_records(self) -> dict[str, MasterRecord]:
+        """Every master as ZooKeeper says it now, else as the state file has it: what
+        `--render-only` renders."""
+        self._reconcile(self.clock())
+        if not self.heard_once:
+            log.warning(
+                "ZooKeeper did not answer within start_wait_s (%gs): using the state file %s",
+                self.config.start_wait_s,
+                self.config.state_file,
+            )
+        return dict(self.accepted)
+
     # -- the steps -------------------------------------------------------------------------
 
     def _session_changed(self, session: Session) -> None:
@@ -274,6 +287,42 @@ class Watcher:
             self.acked[cluster] = ack
 
 
+def _connect(config: WatchConfig, start_timeout: float) -> Registry:
+    zk = config.zookeeper
+    return Registry.connect(
+        zk.hosts,
+        zk.root,
+        session_timeout=zk.session_timeout_s,
+        call_timeout=zk.call_timeout_s,
+        start_timeout=start_timeout,
+    )
+
+
+def render_only(config_path: str) -> int:
+    """`agrajag watch --render-only`: the first start. Write every sink's file from
+    ZooKeeper (or the state file) without activating anything; 1 if a sink failed."""
+    config = WatchConfig.load(config_path)
+    registry = _connect(config, start_timeout=config.start_wait_s)
+    inbox = Inbox()
+    try:
+        records = Watcher(config, registry, WatcherMetrics(), inbox).known_records()
+    finally:
+        registry.close()
+        inbox.close()
+    for cluster in config.clusters:
+        record = records.get(cluster)
+        where = f"{record.node} at {record.host}:{record.port}" if record else "no master"
+        log.info("cluster %s: %s, epoch %s", cluster, where, record.epoch if record else "-")
+    failed = 0
+    for sink in config.sinks:
+        try:
+            log.info("sink %s: %s", sink.name, sink.render_only(records))
+        except SinkError as exc:
+            log.error("%s", exc)
+            failed += 1
+    return 1 if failed else 0
+
+
 def run_watch(config_path: str) -> int:
     """The `agrajag watch` process: returns its exit code."""
     config = WatchConfig.load(config_path)
@@ -293,13 +342,7 @@ def run_watch(config_path: str) -> int:
         len(config.sinks),
         port,
     )
-    zk = config.zookeeper
-    registry = Registry.connect(
-        zk.hosts,
-        zk.root,
-        session_timeout=zk.session_timeout_s,
-        call_timeout=zk.call_timeout_s,
-    )
+    registry = _connect(config, start_timeout=0)
     try:
         Watcher(config, registry, metrics, inbox).run()
     finally:

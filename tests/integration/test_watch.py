@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agrajag.sinks.haproxy import Processes
 from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS
 from tools.harness.procs import wait_until
 from tools.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
@@ -416,3 +417,56 @@ def test_two_hosts_with_the_same_agent_name_get_a_clear_error(
         assert twin.output().count("is another watcher running") == 1  # said once
     finally:
         twin.stop()
+
+
+def test_first_start_renders_every_file_then_the_proxies_start_on_them(
+    tmp_path: Path,
+    zk: ZkEnsemble,
+    haproxy: HAProxy,
+    pgbouncer: PgBouncer,
+    watchers: Callable[..., WatchProc],
+    publisher: Publisher,
+) -> None:
+    """`agrajag watch --render-only` before HAProxy and PgBouncer exist: every file and the
+    server-state file are written from ZooKeeper; the proxies start on them, and the
+    watcher started next finds nothing to change."""
+    backend = Backend("primary")
+    try:
+        publisher.write(master(3, node=3, host="127.0.0.1", port=backend.port))
+        pgbouncer.write_config("")
+        pgbouncer.databases.unlink()
+        sinks = proxy_sinks(tmp_path / "app1", haproxy, pgbouncer)
+        first = WatchProc(tmp_path / "app1", zk.hosts, sinks=sinks)
+
+        def render_only() -> subprocess.CompletedProcess[str]:
+            argv = [AGRAJAG, "watch", "--config", str(first.config), "--render-only"]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+        done = render_only()
+        assert done.returncode == 0, done.stderr
+        assert f"cluster main: node3 at 127.0.0.1:{backend.port}, epoch 3" in done.stderr
+        assert (haproxy.dir / "server-state").read_text() == "1\n"
+        assert f"port={backend.port}" in pgbouncer.databases.read_text()
+        assert first.routed_to() == ("127.0.0.1", backend.port, 3)
+        assert not first.state_file.exists()  # nothing was activated
+
+        haproxy.start()
+        pgbouncer.start()
+        sock, greeted = greeting(haproxy.port)
+        sock.close()
+        assert greeted == "primary"
+        assert "server state file" not in (haproxy.dir / "haproxy.log").read_text()
+        assert {r[0]: r[2] for r in pgbouncer.admin("SHOW DATABASES")}["app"] == backend.port
+        workers = Processes.parse(haproxy.master("show proc")).workers
+
+        watch = watchers(sinks=sinks)
+        wait_until(lambda: publisher.acked_epoch("app1") == 3, timeout=30, what="epoch 3")
+        ack = publisher.ack("app1")
+        assert ack is not None and set(ack.sinks.values()) == {"unchanged"}
+        assert Processes.parse(haproxy.master("show proc")).workers == workers  # no reload
+        assert watch.proc.alive()
+
+        again = render_only()  # the files exist now: they are the proxies' to keep
+        assert again.returncode == 0 and again.stderr.count("kept the existing") == 3
+    finally:
+        backend.close()

@@ -367,3 +367,11 @@ def test_unreachable_master_socket_is_a_reload_error(tmp_path: Path, sink: HAPro
         sink.apply({"main": master(1, "10.0.0.1")})
     assert caught.value.step == "reload"
     assert not (tmp_path / "haproxy.cfg").exists()
+
+
+def test_render_only_creates_the_server_state_file_haproxy_expects(
+    sink: HAProxySink, fake: FakeHAProxy, tmp_path: Path
+) -> None:
+    assert sink.render_only({"main": master(1, "10.0.0.1")}).startswith("wrote ")
+    assert (tmp_path / "server-state").read_text() == "1\n"
+    assert fake.sent == []  # nothing activated

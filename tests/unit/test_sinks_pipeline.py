@@ -286,3 +286,15 @@ def test_a_resumed_sink_whose_file_is_what_it_applied_changes_nothing(
     restarted.resume({"main": master(5432)})
     assert restarted.apply({"main": master(5432)}).action == "unchanged"
     assert reload_count(tmp_path) == 1
+
+
+def test_render_only_writes_a_missing_file_and_keeps_an_existing_one(
+    tmp_path: Path, reloads: Path
+) -> None:
+    app = sink(tmp_path, reload_cmd=str(reloads), check_cmd="/usr/bin/test -s {staged}")
+    dest = tmp_path / "etc" / "app.conf"
+    assert app.render_only({"main": master(5432)}) == f"wrote {dest}"
+    assert dest.read_text() == "main=10.0.0.1:5432\n"
+    assert app.render_only({"main": master(5433)}) == f"kept the existing {dest}"
+    assert dest.read_text() == "main=10.0.0.1:5432\n"
+    assert reload_count(tmp_path) == 0

@@ -483,3 +483,23 @@ def test_an_older_record_never_reaches_a_sink_that_has_a_newer_one(tmp_path: Pat
     rig.step(CONNECTED)
     assert rig.sinks[0].applied == [{"main": record(4, node=2)}]
     assert rig.metric("agrajag_watch_refused_records_total", cluster="main", reason="stale_epoch")
+
+
+def test_known_records_come_from_zookeeper_when_it_answers(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, saved(main=record(4)))
+    rig.registry.publish(record(5, node=2))
+    assert rig.watcher.known_records() == {"main": record(5, node=2)}
+    assert rig.sinks[0].attempts == 0 and rig.registry.acks == []
+
+
+def test_known_records_fall_back_to_the_state_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, saved(main=record(4)))
+    rig.registry.session = Session.SUSPENDED
+    with caplog.at_level(logging.WARNING):
+        assert rig.watcher.known_records() == {"main": record(4)}
+    assert f"using the state file {rig.state_file}" in caplog.text
+    assert rig.sinks[0].attempts == 0

@@ -20,6 +20,7 @@ from agrajag.registry.client import Session
 class Wake(StrEnum):
     CHANGED = "changed"  # a master znode may have changed: re-read every cluster
     STOP = "stop"  # SIGTERM / SIGINT
+    RELOAD = "reload"  # SIGHUP: read the configuration file again
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,11 @@ records, they are acknowledged in `watchers/<agent>`. At start the watcher follo
 newest record any sink applied, and waits up to `start_wait_s` for ZooKeeper before it
 applies anything from the state file, so a restart never routes a proxy back.
 
-SIGTERM and SIGINT stop the loop and close the session (the acknowledgement disappears);
-SIGHUP is ignored: restart the watcher to change its configuration.
+SIGTERM and SIGINT stop the loop and close the session (the acknowledgement disappears).
+SIGHUP reads the configuration file again: sinks may be added, removed or changed, and the
+timings and fail mode changed; what names the watcher or its session (agent, zookeeper,
+clusters, state_file, metrics) needs a restart. A file that does not load, or changes those,
+is refused with the reason in the log, and the running configuration stays.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from agrajag import __version__
+from agrajag.errors import AgrajagError
 from agrajag.inbox import Event, Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics, serve
 from agrajag.record import MasterRecord, WatcherAck, utc_now
@@ -121,6 +125,8 @@ class Watcher:
             reread = True
             if isinstance(event, SessionChanged):
                 self._session_changed(event.session)
+            elif event is Wake.RELOAD:
+                self.reload()
         now = self.clock()
         if reread or now >= self.next_reconcile:
             self._reconcile(now)
@@ -153,6 +159,41 @@ class Watcher:
             if closing > self.clock():
                 deadlines.append(closing)
         return min(deadlines)
+
+    def reload(self) -> None:
+        """SIGHUP: take the configuration file again. Every sink is built anew and told what
+        its name last applied, so an unchanged sink finds nothing to do and a changed one
+        renders again; a removed sink's file is left as it is."""
+        try:
+            new = WatchConfig.load(self.config.source)
+        except AgrajagError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        fixed = ("agent", "zookeeper", "clusters", "state_file", "metrics")
+        changed = [key for key in fixed if getattr(new, key) != getattr(self.config, key)]
+        if changed:
+            log.error(
+                "reload refused, keeping the running configuration: %s change only with a restart",
+                ", ".join(changed),
+            )
+            return
+        old_names = {sink.name for sink in self.config.sinks}
+        names = {sink.name for sink in new.sinks}
+        self.config = new
+        self.runner = SinkRunner(new.sinks, new.retry_backoff, self.metrics, self._sink_applied)
+        self.sink_state = {n: r for n, r in self.sink_state.items() if n in names}
+        for sink in new.sinks:
+            if sink.name in self.sink_state:
+                sink.resume(self.sink_state[sink.name])
+        self.next_reconcile = min(self.next_reconcile, self.clock() + new.reconcile_interval_s)
+        self.metrics.fail_mode.state(new.fail_mode.value)
+        log.info(
+            "configuration reloaded from %s: sinks %s (added: %s, removed: %s)",
+            new.source,
+            ", ".join(sorted(names)),
+            ", ".join(sorted(names - old_names)) or "none",
+            ", ".join(sorted(old_names - names)) or "none",
+        )
 
     def known_records(self) -> dict[str, MasterRecord]:
         """Every master as ZooKeeper says it now, else as the state file has it: what
@@ -331,10 +372,9 @@ def run_watch(config_path: str) -> int:
     inbox = Inbox()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: inbox.post(Wake.STOP))
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
     log.info(
-        "agrajag watch %s: agent %s, clusters %s, fail_mode %s, %d sink(s), metrics port %s; "
-        "SIGHUP is ignored (restart to reload)",
+        "agrajag watch %s: agent %s, clusters %s, fail_mode %s, %d sink(s), metrics port %s",
         __version__,
         config.agent,
         ",".join(config.clusters),

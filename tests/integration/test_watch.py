@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agrajag.sinks.haproxy import Processes
 from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS
@@ -470,3 +472,56 @@ def test_first_start_renders_every_file_then_the_proxies_start_on_them(
         assert again.returncode == 0 and again.stderr.count("kept the existing") == 3
     finally:
         backend.close()
+
+
+def test_sighup_reloads_the_sinks_and_a_bad_file_keeps_the_running_config(
+    tmp_path: Path, watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    publisher.write(master(1))
+    watch = watchers()
+    wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
+    conf = yaml.safe_load(watch.config.read_text())
+    (app_env,) = conf["sinks"]
+    template = tmp_path / "changed.env.j2"
+    template.write_text("# changed\n" + Path(app_env["src"]).read_text())
+    second = {**app_env, "name": "second", "dest": str(tmp_path / "second.env")}
+
+    def reload(sinks: list[dict[str, Any]], **changes: object) -> None:
+        before = len(watch.output())
+        watch.config.write_text(yaml.safe_dump({**conf, "sinks": sinks, **changes}))
+        watch.proc.signal(signal.SIGHUP)
+        wait_until(
+            lambda: "reload" in watch.output()[before:], timeout=10, what="the reload's answer"
+        )
+
+    def sinks_acked() -> dict[str, str]:
+        ack = publisher.ack("app1")
+        return dict(ack.sinks) if ack else {}
+
+    reload([{**app_env, "src": str(template)}, second])  # one changed, one added
+    wait_until(lambda: set(sinks_acked()) == {"app-env", "second"}, timeout=10, what="acks")
+    assert watch.dest.read_text().startswith("# changed\n")
+    assert "MAIN_PRIMARY_EPOCH=1" in Path(second["dest"]).read_text()
+    assert "added: second" in watch.output()
+
+    reload([second])  # one removed
+    wait_until(lambda: set(sinks_acked()) == {"second"}, timeout=10, what="the removal")
+    assert set(json.loads(watch.state_file.read_text())["sinks"]) == {"second"}
+
+    reload([{**second, "src": str(tmp_path / "missing.j2")}])
+    assert "reload refused, keeping the running configuration: " in watch.output()
+    assert "sinks[0].src: file not found" in watch.output()
+    reload([second], agent="renamed")
+    assert "agent change only with a restart" in watch.output()
+
+    publisher.write(master(2, node=2))  # the running configuration still follows
+    wait_until(
+        lambda: (
+            "MAIN_PRIMARY_EPOCH=2" in Path(second["dest"]).read_text()
+            and publisher.acked_epoch("app1") == 2
+        ),
+        timeout=10,
+        what="epoch 2 through the kept sink",
+    )
+    assert "MAIN_PRIMARY_EPOCH=1" in watch.dest.read_text()  # the removed sink's file stays
+    assert watch.proc.alive()

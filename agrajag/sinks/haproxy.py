@@ -66,7 +66,7 @@ _SECTIONS = frozenset(
     | {"mailers", "program", "http-errors", "ring", "cache", "fcgi-app"}
 )
 _PROXIES = frozenset({"backend", "listen"})
-_CLI_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_CLI_NAME = re.compile(r"[A-Za-z0-9_.:-]+")  # fullmatch: words sent on a CLI line
 _SESSION = re.compile(r"^(0x[0-9a-f]+): .*? be=(\S+) srv=(\S+)", re.MULTILINE)
 _ADDRESS_SET = re.compile(r"^(IP changed from|no need to change the addr)")
 _NO_PID = "Can't find the target PID"  # the worker has exited
@@ -186,7 +186,7 @@ def plan_change(old_text: str | None, new_text: str) -> Plan:
     old = ConfigShape.of(old_text)
     moves = {k: a for k, a in new.servers.items() if k in old.servers and old.servers[k] != a}
     runtime = old.lines == new.lines and all(
-        address.settable_at_runtime() and all(_CLI_NAME.match(n) for n in key)
+        address.settable_at_runtime() and all(_CLI_NAME.fullmatch(n) for n in key)
         for key, address in moves.items()
     )
     return Plan(runtime, moves, frozenset(moves) | (old.servers.keys() - new.servers.keys()))

@@ -32,6 +32,9 @@ Apply:
   when the global section names one, the sink rewrites it from `show servers state` before
   every reload, leaving out the servers whose address changes, so the new config wins; and
   after every runtime switch, so that a reload by anyone else agrees too.
+- Once HAProxy routes by the new file (the switch or the reload succeeded), a failing later
+  step (the state file, the cut) keeps the new file; the retry reads `show servers state`
+  and leaves a server already at its new address alone: its sessions are to the new primary.
 """
 
 from __future__ import annotations

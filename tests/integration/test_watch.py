@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agrajag.sinks.haproxy import Processes
+from agrajag.sinks.haproxy import HAProxySink, Processes
 from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS
 from tools.harness.procs import wait_until
 from tools.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
@@ -525,3 +525,52 @@ def test_sighup_reloads_the_sinks_and_a_bad_file_keeps_the_running_config(
     )
     assert "MAIN_PRIMARY_EPOCH=1" in watch.dest.read_text()  # the removed sink's file stays
     assert watch.proc.alive()
+
+
+def test_a_watcher_retrying_after_a_runtime_switch_keeps_sessions_to_the_new_primary(
+    haproxy: HAProxy, watchers: Callable[..., WatchProc], publisher: Publisher
+) -> None:
+    """HAProxy's master socket is not where the config says: the runtime switch succeeds, the
+    cut of old workers' sessions fails, and the watcher retries on its own. A client of the
+    new primary survives every retry, epoch 2 is not acknowledged until the sink finished,
+    and once the socket is there the retry finishes without a cut."""
+    old, new = Backend("old"), Backend("new")
+    held: list[socket.socket] = []
+    try:
+        wrong = haproxy.dir / "master-elsewhere.sock"
+        section = {**haproxy.sink_section(), "type": "haproxy", "master_socket": str(wrong)}
+        first = master(1, host="127.0.0.1", port=old.port)
+        haproxy.config.write_text(HAProxySink.from_mapping(section, "test").render({"main": first}))
+        haproxy.start()
+        publisher.write(first)
+        watch = watchers(sinks=[section])
+        wait_until(lambda: publisher.acked_epoch("app1") == 1, timeout=20, what="epoch 1")
+
+        publisher.write(master(2, node=2, host="127.0.0.1", port=new.port))
+        wait_until(
+            lambda: [s["srv_port"] for s in haproxy.server_states()] == [str(new.port)],
+            timeout=10,
+            what="the runtime switch",
+        )
+        sock, greeted = greeting(haproxy.port)
+        held.append(sock)
+        assert greeted == "new"
+        wait_until(
+            lambda: "sink haproxy failed (3 in a row)" in watch.output(),
+            timeout=15,
+            what="three failed tries",
+        )
+        assert "the new configuration is in use" in watch.output()
+        assert still_open(held[0]), "a retry cut a session to the new primary"
+        assert publisher.acked_epoch("app1") == 1  # not finished: not acknowledged
+
+        wrong.symlink_to(haproxy.master_socket)
+        wait_until(lambda: publisher.acked_epoch("app1") == 2, timeout=15, what="epoch 2")
+        assert still_open(held[0])
+        assert f"127.0.0.1:{new.port} check" in haproxy.config.read_text()
+        assert str(new.port) in (haproxy.dir / "server-state").read_text()
+    finally:
+        for sock in held:
+            sock.close()
+        old.close()
+        new.close()

@@ -264,6 +264,13 @@ def runtime_servers(state: str) -> dict[ServerKey, RuntimeServer]:
     return servers
 
 
+def _at(
+    running: Mapping[ServerKey, RuntimeServer], key: ServerKey, targets: Mapping[ServerKey, Address]
+) -> bool:
+    """True when the running server `key` is already at its target address."""
+    return key in running and key in targets and running[key].address.same(targets[key])
+
+
 def unix_command(path: Path, command: str, timeout: float) -> str:
     """Send one command line to an HAProxy CLI socket and read the whole answer. The master
     CLI answers only once the client has shut down its writing side."""
@@ -302,6 +309,7 @@ class HAProxySink(FileSink):
         super().__init__(settings.files)
         self.settings = settings
         self.cli = cli or partial(unix_command, timeout=settings.files.timeout_s)
+        self._reloaded_to: str | None = None  # the text HAProxy reloaded on, last we know
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> HAProxySink:
@@ -334,21 +342,22 @@ class HAProxySink(FileSink):
             cut = self._switch(plan.moves)
             action = "runtime" if plan.moves else "written"
         else:
-            self._save_state(new_text, forget=plan.cut)
-            self._reload()
+            if new_text != self._reloaded_to:  # else an earlier try reloaded, then failed
+                self._save_state(new_text, forget=plan.cut)
+                self._reload(new_text)
             cut, action = 0, "reload"
         with self.took_effect():
             if plan.runtime:
                 self._save_state(new_text, forget=frozenset())
             # The running worker has only sessions to the new addresses: cut the old workers'.
-            cut += self._cut_sessions(plan.cut)
+            cut += self._cut_sessions(plan.cut, ConfigShape.of(new_text).servers)
         return ApplyResult(changed=True, action=action, cut_sessions=cut, detail=plan.describe())
 
     def rollback(self, old_text: str | None, new_text: str) -> None:
         """Reload the restored file, its addresses winning over the state file's."""
         if old_text is not None:
             self._save_state(old_text, forget=plan_change(new_text, old_text).cut)
-            self._reload()
+            self._reload(old_text)
 
     def _call(self, sock: Path, command: str, step: str) -> str:
         try:
@@ -373,9 +382,8 @@ class HAProxySink(FileSink):
         cut, switched = 0, False
         for (proxy, server), address in sorted(moves.items()):
             target = f"set server {proxy}/{server}"
-            now = running.get((proxy, server))
-            if now is not None and now.address.same(address):
-                if not now.ready:
+            if _at(running, (proxy, server), moves):
+                if not running[(proxy, server)].ready:
                     self._expect(f"{target} health up; {target} state ready", "", switched)
                 continue
             cut += len(sessions_to(listing, frozenset({(proxy, server)})))
@@ -412,12 +420,15 @@ class HAProxySink(FileSink):
     def _processes(self, step: str) -> Processes:
         return Processes.parse(self._call(self.settings.master_socket, "show proc", step))
 
-    def _reload(self) -> None:
+    def _reload(self, text: str) -> None:
+        """Reload HAProxy on the file holding `text`, remembered once a new worker runs."""
         before = self._processes("reload")
+        self._reloaded_to = None
         self._call(self.settings.master_socket, "reload", "reload")
         timeout = self.files.timeout_s
         if wait_for(lambda: self._reloaded(before), timeout) is None:
             raise self.error("reload", f"no new worker ready within {timeout:g} s")
+        self._reloaded_to = text
 
     def _reloaded(self, before: Processes) -> bool | None:
         """True once a new worker runs and the previous ones stopped accepting; raises when
@@ -433,16 +444,23 @@ class HAProxySink(FileSink):
         answer = self.cli(self.settings.master_socket, f"@!{pid} show info")
         return "Stopping: 1" in answer or answer.startswith(_NO_PID)
 
-    def _cut_sessions(self, servers: frozenset[ServerKey]) -> int:
+    def _cut_sessions(
+        self, servers: frozenset[ServerKey], targets: Mapping[ServerKey, Address]
+    ) -> int:
         """End every session to `servers` in the old workers (still draining after a reload,
-        on the old configuration); how many were cut."""
+        on the old configuration); how many were cut. A worker that already has a server at
+        its new address (`targets`; a reload by an earlier try) keeps that server's
+        sessions: they go to the new primary."""
         if not servers:
             return 0
         processes = self._processes("cut")
         cut = 0
         for pid in sorted(processes.old_workers):
+            state = self._call(self.settings.master_socket, f"@!{pid} show servers state", "cut")
+            running = runtime_servers(state)
+            moved = frozenset(key for key in servers if not _at(running, key, targets))
             listing = self._call(self.settings.master_socket, f"@!{pid} show sess", "cut")
-            cut += self._shutdown(pid, sessions_to(listing, servers))
+            cut += self._shutdown(pid, sessions_to(listing, moved))
         return cut
 
     def _shutdown(self, pid: int, sessions: Sequence[str]) -> int:

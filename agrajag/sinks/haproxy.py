@@ -309,7 +309,8 @@ class HAProxySink(FileSink):
         super().__init__(settings.files)
         self.settings = settings
         self.cli = cli or partial(unix_command, timeout=settings.files.timeout_s)
-        self._reloaded_to: str | None = None  # the text HAProxy reloaded on, last we know
+        # The text the running worker was started on, if nothing moved at runtime since.
+        self._reloaded_to: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> HAProxySink:
@@ -394,6 +395,7 @@ class HAProxySink(FileSink):
                 f"{target} health up",
                 f"{target} state ready",
             ])  # fmt: skip
+            self._reloaded_to = None  # the running worker no longer matches a file
             self._expect(command, _ADDRESS_SET, switched)
             switched = True
         return cut

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from agrajag.sinks.haproxy import HAProxySink, Processes
-from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS
+from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS, render_raw
 from tools.harness.procs import wait_until
 from tools.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
 from tools.harness.watch import (
@@ -173,6 +173,12 @@ def test_injection_attempts_never_reach_haproxy_pgbouncer_or_the_env_file(
 
         publisher.write(json.dumps(good).encode())  # and a good record is still followed
         wait_until(lambda: publisher.acked_epoch("app1") == 6, timeout=10, what="epoch 6")
+
+        # The control: one payload rendered without validation is taken by the real PgBouncer.
+        _, key, value = next(p for p in PAYLOADS if p[0] == "CR LF and a database")
+        pgbouncer.databases.write_text(render_raw("pgbouncer-databases.ini.j2", {key: value}))
+        pgbouncer.admin("RELOAD")
+        assert "evil" in {row[0] for row in pgbouncer.admin("SHOW DATABASES")}
     finally:
         backend.close()
 

@@ -17,33 +17,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agrajag.record import MasterRecord, RecordError, is_plain_host, is_plain_name
-from agrajag.sinks.base import render
-from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS
-from tools.harness.shipped import CONF_D
-
-TEMPLATES = {
-    "haproxy.cfg.j2": {
-        "stats_socket": "/run/haproxy/admin.sock",
-        "server_state_file": "/var/lib/haproxy/server-state",
-        "bind": "127.0.0.1",
-        "ports": {"main": 5000},
-    },
-    "pgbouncer-databases.ini.j2": {"databases": {"main": ["app", "reports"]}},
-    "primary.env.j2": {},
-}
-CLEAN = {"cluster": "main", "epoch": 2, "node": "node2", "node_id": 2}
-CLEAN |= {"host": "10.0.0.2", "port": 5432, "timeline": 1}
+from tools.harness.injection import CLEAN, OTHER_PAYLOADS, PAYLOADS, TEMPLATES, render_raw
 
 
 def shape(text: str) -> list[int]:
     """Lines and words per line, as any line-based config parser would split them."""
     return [len(line.split()) for line in text.splitlines()]
-
-
-def render_raw(template: str, fields: dict[str, object]) -> str:
-    """Render a shipped template with a master as a plain dict: no validation at all."""
-    context = {"clusters": {"main": fields}, "params": TEMPLATES[template]}
-    return render(CONF_D / template, context)
 
 
 def record_json(**change: object) -> bytes:

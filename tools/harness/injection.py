@@ -6,6 +6,9 @@ Shared by the unit tests (every shipped template, `haproxy -c`) and the integrat
 
 from __future__ import annotations
 
+from agrajag.sinks.base import render
+from tools.harness.shipped import CONF_D
+
 #: (what, key, value): each would add a line or a word to some shipped file.
 PAYLOADS = [
     (
@@ -34,3 +37,24 @@ OTHER_PAYLOADS = [
     ("a shell expansion in an env file", "host", "$(reboot)"),
     ("a publisher with a newline (in no template)", "published_by", "node2\nevil"),
 ]
+
+#: Each shipped template with the params it needs, and the fields of a clean master.
+TEMPLATES = {
+    "haproxy.cfg.j2": {
+        "stats_socket": "/run/haproxy/admin.sock",
+        "server_state_file": "/var/lib/haproxy/server-state",
+        "bind": "127.0.0.1",
+        "ports": {"main": 5000},
+    },
+    "pgbouncer-databases.ini.j2": {"databases": {"main": ["app", "reports"]}},
+    "primary.env.j2": {},
+}
+CLEAN = {"cluster": "main", "epoch": 2, "node": "node2", "node_id": 2}
+CLEAN |= {"host": "10.0.0.2", "port": 5432, "timeline": 1}
+
+
+def render_raw(template: str, fields: dict[str, object]) -> str:
+    """Render a shipped template with the clean master's fields, `fields` over them, as a
+    plain dict: no validation at all."""
+    context = {"clusters": {"main": {**CLEAN, **fields}}, "params": TEMPLATES[template]}
+    return render(CONF_D / template, context)

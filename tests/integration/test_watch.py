@@ -378,12 +378,14 @@ def test_a_restart_during_an_outage_never_routes_haproxy_back(
 
 
 def test_a_watcher_killed_and_restarted_within_its_session_timeout_acknowledges_again(
-    watchers: Callable[..., WatchProc], publisher: Publisher
+    zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
-    """The killed watcher's ephemeral ack outlives it until its session expires (4 s here):
-    the restarted one must not write into it, but create its own once it is gone."""
+    """The killed watcher's ephemeral ack outlives it until its session expires (8 s here,
+    longer than a restart takes even on a loaded machine): the restarted one must not write
+    into it, but create its own once it is gone."""
     publisher.write(master(1))
-    watch = watchers()
+    session = {"hosts": zk.hosts, "session_timeout_s": 8, "call_timeout_s": 1}
+    watch = watchers(zookeeper=session)
     wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
     dead_session = publisher.ack_owner("app1")
 
@@ -401,7 +403,6 @@ def test_a_watcher_killed_and_restarted_within_its_session_timeout_acknowledges_
         what="the restarted watcher to create its own node after the old one expired",
     )
     assert "cluster main: acknowledged epoch 1" in watch.output()[before:]
-    time.sleep(5)  # longer than any session timeout here: this node is the live session's
     assert publisher.acked_epoch("app1") == 1
     assert "NodeExistsError" not in watch.output()
 

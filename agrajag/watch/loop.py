@@ -74,20 +74,17 @@ class Watcher:
         self.inbox = inbox
         self.clock = clock
         self.stopping = False
-        self.runner = SinkRunner(config.sinks, config.retry_backoff, metrics, self._sink_applied)
         names = [sink.name for sink in config.sinks]
         self.saved = load_state(config.state_file, config.clusters, names)
         self.applied: dict[str, Applied] = dict(self.saved.clusters)
         self.sink_state = {name: dict(records) for name, records in self.saved.sinks.items()}
         self.accepted: dict[str, MasterRecord] = self.saved.newest()
-        for sink in config.sinks:
-            if sink.name in self.sink_state:
-                sink.resume(self.sink_state[sink.name])
+        self.runner = self._start_sinks(config)
         self.refusals: dict[str, tuple[int, str]] = {}  # cluster -> (znode version, reason)
         self.acked: dict[str, WatcherAck] = {}
         self.ack_problems: dict[str, str] = {}  # cluster -> why the last acknowledgement failed
         self.heard_at = clock()  # when ZooKeeper last answered for every cluster
-        self.heard_once = False
+        self.waiting = True  # for ZooKeeper's first answer, before the sinks are touched
         self.start_wait_until = self.heard_at + config.start_wait_s
         self.next_reconcile = self.heard_at
         metrics.fail_mode.state(config.fail_mode.value)
@@ -149,7 +146,7 @@ class Watcher:
         """When the loop must run even if nothing is posted: reconcile, a sink's retry, or
         the moment a fail-closed watcher stops routing."""
         deadlines = [self.next_reconcile]
-        if not self.heard_once:
+        if self.waiting:
             deadlines.append(self.start_wait_until)
         retry = self.runner.next_retry()
         if retry is not None:
@@ -180,11 +177,8 @@ class Watcher:
         old_names = {sink.name for sink in self.config.sinks}
         names = {sink.name for sink in new.sinks}
         self.config = new
-        self.runner = SinkRunner(new.sinks, new.retry_backoff, self.metrics, self._sink_applied)
         self.sink_state = {n: r for n, r in self.sink_state.items() if n in names}
-        for sink in new.sinks:
-            if sink.name in self.sink_state:
-                sink.resume(self.sink_state[sink.name])
+        self.runner = self._start_sinks(new)
         self.next_reconcile = min(self.next_reconcile, self.clock() + new.reconcile_interval_s)
         self.metrics.fail_mode.state(new.fail_mode.value)
         log.info(
@@ -199,7 +193,7 @@ class Watcher:
         """Every master as ZooKeeper says it now, else as the state file has it: what
         `--render-only` renders."""
         self._reconcile(self.clock())
-        if not self.heard_once:
+        if self.waiting:
             log.warning(
                 "ZooKeeper did not answer within start_wait_s (%gs): using the state file %s",
                 self.config.start_wait_s,
@@ -208,6 +202,13 @@ class Watcher:
         return dict(self.accepted)
 
     # -- the steps -------------------------------------------------------------------------
+
+    def _start_sinks(self, config: WatchConfig) -> SinkRunner:
+        """A runner for the configured sinks, each told what it last applied."""
+        for sink in config.sinks:
+            if sink.name in self.sink_state:
+                sink.resume(self.sink_state[sink.name])
+        return SinkRunner(config.sinks, config.retry_backoff, self.metrics, self._sink_applied)
 
     def _session_changed(self, session: Session) -> None:
         log.info("ZooKeeper session %s", session)
@@ -230,14 +231,14 @@ class Watcher:
             self._judge(cluster, current)
         if heard:
             self.heard_at = now
-            self.heard_once = True
+            self.waiting = False
 
     def _waiting_for_registry(self, now: float) -> bool:
         """At start, until ZooKeeper answers or `start_wait_s` passes, the sinks are left as
         they are: the state file may be older than what ZooKeeper is about to say."""
-        if self.heard_once or now < self.start_wait_until:
-            return not self.heard_once
-        self.heard_once = True  # from now on, the state file is what there is
+        if not self.waiting or now < self.start_wait_until:
+            return self.waiting
+        self.waiting = False  # from now on, the state file is what there is
         log.warning(
             "ZooKeeper did not answer within start_wait_s (%gs): applying the state file",
             self.config.start_wait_s,

@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
 
     watch = sub.add_parser("watch", help="on each app host: apply the master to proxies")
     watch.add_argument("--config", required=True, help="watcher YAML (see conf.d/)")
+    watch.add_argument(
+        "--render-only",
+        action="store_true",
+        help="first start: write every sink's missing file (from ZooKeeper, else the state "
+        "file) and what it needs, activate nothing, exit",
+    )
 
     notify = sub.add_parser(
         "notify", help="repmgr event_notification_command: wake the local daemon at once"
@@ -115,9 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_daemon(args.config)
         if args.command == "watch":
-            from agrajag.watch.loop import run_watch
+            from agrajag.watch.loop import render_only, run_watch
 
-            return run_watch(args.config)
+            return render_only(args.config) if args.render_only else run_watch(args.config)
         if args.command == "notify":
             from agrajag.daemon.wakeup import notify
 

@@ -28,8 +28,13 @@ from agrajag.errors import AgrajagError
 
 SCHEMA = 1
 
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+# Full-string grammars, always used with `fullmatch`: `$` would also match before a final
+# newline, and a value from a record ends up on a line of a config file.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+_ZONE = re.compile(r"[A-Za-z0-9]{1,15}")
 
 T = TypeVar("T")
 
@@ -49,21 +54,40 @@ def utc_now() -> str:
 
 
 def is_plain_host(value: str) -> bool:
-    """True for an IP address or an RFC 1123 host name: safe to write into a config file.
+    """True for an IPv4 address, an IPv6 address (its zone id, if any, only letters and
+    digits) or an RFC 1123 host name: nothing that could end a config line or add a word.
 
-    >>> [is_plain_host(h) for h in ("db-1.example.com", "10.1.2.3", "::1")]
-    [True, True, True]
-    >>> [is_plain_host(h) for h in ("db1\\nserver evil", "db 1", "-db", "", "a" * 300)]
+    >>> [is_plain_host(h) for h in ("db-1.example.com", "10.1.2.3", "::1", "fe80::1%eth0")]
+    [True, True, True, True]
+    >>> [is_plain_host(h) for h in ("db1\\nserver evil", "10.0.0.1\\n", "db 1", "-db", "")]
     [False, False, False, False, False]
+    >>> [is_plain_host(h) for h in ("::1%x:1 disabled", "10.0.0.256", "a" * 300, "1.2.3")]
+    [False, False, False, False]
     """
+    if _IPV4.fullmatch(value):
+        return _is_ip(ipaddress.IPv4Address, value)
+    if ":" in value:
+        address, percent, zone = value.partition("%")
+        return (
+            _IPV6.fullmatch(address) is not None
+            and (not percent or _ZONE.fullmatch(zone) is not None)
+            and _is_ip(ipaddress.IPv6Address, address)
+        )
+    labels = value.removesuffix(".").split(".")
+    # An all-numeric last label is a mistyped IPv4 address, never a top-level domain.
+    return (
+        0 < len(value) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _is_ip(kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address], value: str) -> bool:
     try:
-        ipaddress.ip_address(value)
-        return True
+        kind(value)
     except ValueError:
-        pass
-    if not value or len(value) > 253:
         return False
-    return all(_LABEL.match(label) for label in value.removesuffix(".").split("."))
+    return True
 
 
 def is_plain_name(value: str) -> bool:
@@ -71,10 +95,10 @@ def is_plain_name(value: str) -> bool:
 
     >>> [is_plain_name(n) for n in ("node1", "pg-main_2", "app@host")]
     [True, True, True]
-    >>> [is_plain_name(n) for n in ("", "a/b", "..", "x y", "ü")]
-    [False, False, False, False, False]
+    >>> [is_plain_name(n) for n in ("", "a/b", "..", "x y", "ü", "node1\\n")]
+    [False, False, False, False, False, False]
     """
-    return bool(_NAME.match(value))
+    return _NAME.fullmatch(value) is not None
 
 
 def _load(data: bytes, source: str) -> dict[str, Any]:
@@ -138,6 +162,13 @@ class MasterRecord:
         """Raise RecordError unless every field is safe to act on and write into a config."""
         _check(is_plain_name(self.cluster), source, "cluster", self.cluster, "must be a plain name")
         _check(is_plain_name(self.node), source, "node", self.node, "must be a plain name")
+        _check(
+            is_plain_name(self.published_by),
+            source,
+            "published_by",
+            self.published_by,
+            "must be a plain name",
+        )
         _check(self.epoch >= 1, source, "epoch", self.epoch, "must be >= 1")
         _check(is_plain_host(self.host), source, "host", self.host, "must be a hostname or IP")
         _check(1 <= self.port <= 65535, source, "port", self.port, "must be within 1-65535")

@@ -43,6 +43,7 @@ from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, NodeRecord, RecordError, WatcherAck
 from agrajag.registry.errors import (
     AccessDenied,
+    AgentNameTaken,
     NodeNameTaken,
     RegistryError,
     Unavailable,
@@ -342,12 +343,28 @@ class Registry:
 
     @_edge
     def acknowledge(self, cluster: str, ack: WatcherAck) -> None:
-        """Create or update this watcher's ephemeral `watchers/<agent>` node."""
+        """Create or update this watcher's ephemeral `watchers/<agent>` node, only if this
+        session owns it (`ephemeralOwner`, as `register_node` judges): a node left by a dead
+        session would vanish at its expiry, taking the acknowledgement with it, so it is
+        refused with AgentNameTaken until it expires and can be created anew."""
         path = Paths(self.root, cluster).watcher(ack.agent)
+        stat = self._call("exists", path)
         try:
-            self._call("set", path, ack.to_json())
-        except NoNodeError:
-            self._call("create", path, ack.to_json(), ephemeral=True, makepath=True)
+            if stat is None:
+                self._call("create", path, ack.to_json(), ephemeral=True, makepath=True)
+            elif stat.ephemeralOwner == self.session_id:
+                self._call("set", path, ack.to_json(), version=stat.version)
+            else:
+                raise AgentNameTaken(
+                    f"{path} belongs to ZooKeeper session {stat.ephemeralOwner:#x}, not ours: "
+                    "is another watcher running with the same agent name? (a stopped "
+                    "watcher's node disappears after its session timeout, then this one "
+                    "acknowledges)"
+                )
+        except NodeExistsError:
+            raise AgentNameTaken(f"{path} was just created by another session") from None
+        except (NoNodeError, BadVersionError) as exc:
+            raise RegistryError(f"{path} changed while acknowledging: {exc!r}") from None
 
     @_edge
     def watchers(self, cluster: str) -> dict[str, WatcherAck | str]:

@@ -19,3 +19,8 @@ class AccessDenied(RegistryError):
 
 class NodeNameTaken(RegistryError):
     """Another live session owns `nodes/<node>`: a second daemon with the same node name."""
+
+
+class AgentNameTaken(RegistryError):
+    """Another live session owns `watchers/<agent>`: a second watcher with the same agent
+    name, or this watcher's previous run whose session has not expired yet."""

@@ -9,21 +9,22 @@ rollback runs, and a `SinkError` names the sink, step and file. Retrying is the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
 import shutil
-import tempfile
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import jinja2
 
+from agrajag.atomic import install, read_or_none, replace_file, stage
 from agrajag.command import CommandError, run
 from agrajag.config import Problems, Section
 from agrajag.errors import AgrajagError
@@ -40,14 +41,20 @@ class SinkError(AgrajagError):
 
     Steps: render, read, stage, check, swap (nothing changed yet), then runtime, reload, cut
     or activate (the old file was put back; the detail says if even that failed).
+    `took_effect`: the program already routes by the new file and a later step failed; the
+    file stays, and the next apply finishes the remaining steps.
     """
 
-    def __init__(self, sink: str, step: str, path: Path | str, detail: str) -> None:
-        super().__init__(f"sink {sink!r}: {step} {path}: {detail}")
+    def __init__(
+        self, sink: str, step: str, path: Path | str, detail: str, *, took_effect: bool = False
+    ) -> None:
+        note = " (the new configuration is in use; the next try finishes)" if took_effect else ""
+        super().__init__(f"sink {sink!r}: {step} {path}: {detail}{note}")
         self.sink = sink
         self.step = step
         self.path = str(path)
         self.detail = detail
+        self.took_effect = took_effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,13 @@ class Sink(Protocol):
     name: str
 
     def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult: ...
+
+    def resume(self, records: Mapping[str, MasterRecord]) -> None:
+        """Told at start what this sink last fully applied (the watcher's state file)."""
+
+    def render_only(self, records: Mapping[str, MasterRecord]) -> str:
+        """First start: write the file the program starts with, without activating it."""
+        ...
 
 
 def section(data: Mapping[str, object], source: str) -> Section:
@@ -228,57 +242,6 @@ def template_location(exc: BaseException, template: Path) -> str:
     return f"{filename}:{lineno}" if lineno else filename
 
 
-def stage(dest: Path, data: bytes, mode: int | None) -> Path:
-    """Write `data` to a new temp file beside `dest` (same directory, so the rename is atomic)
-    with `dest`'s mode and owner, and return its path; the caller removes or renames it."""
-    like = _stat_or_none(dest)
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".staged")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        path.chmod(mode if mode is not None else (like.st_mode & 0o7777 if like else 0o644))
-        if like and (like.st_uid, like.st_gid) != _owner(path):
-            os.chown(path, like.st_uid, like.st_gid)
-    except OSError:
-        path.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _stat_or_none(path: Path) -> os.stat_result | None:
-    try:
-        return path.stat()
-    except FileNotFoundError:
-        return None
-
-
-def _owner(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_uid, st.st_gid
-
-
-def read_or_none(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def replace_file(dest: Path, data: bytes | None, mode: int | None = None) -> None:
-    """Atomically make `dest` hold `data` (None: no file at all)."""
-    if data is None:
-        dest.unlink(missing_ok=True)
-        return
-    path = stage(dest, data, mode)
-    try:
-        os.replace(path, dest)
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def wait_for(check: Callable[[], T | None], timeout: float, interval: float = 0.02) -> T | None:
     """Poll `check` until it returns a value (not None) or `timeout` passes (then None).
 
@@ -298,14 +261,33 @@ def wait_for(check: Callable[[], T | None], timeout: float, interval: float = 0.
 
 
 class FileSink(ABC):
-    """The pipeline around one file; a product's sink says how to check and activate it."""
+    """The pipeline around one file; a product's sink says how to check and activate it.
+
+    The sink remembers a file it swapped in but did not fully activate (`_unfinished`: that
+    file and the last one it did activate): while the destination holds it and it is what
+    the records render, an apply activates it again instead of calling it unchanged, so a
+    watcher never acknowledges what the program does not run. `resume` sets it at start.
+    """
 
     def __init__(self, files: FileSettings) -> None:
         self.name = files.name
         self.files = files
+        self._unfinished: tuple[bytes | None, bytes | None] | None = None
 
-    def error(self, step: str, detail: str, path: Path | None = None) -> SinkError:
-        return SinkError(self.name, step, path or self.files.dest, detail)
+    def resume(self, records: Mapping[str, MasterRecord]) -> None:
+        """`records` is what this sink last fully applied (from the watcher's state file): a
+        destination holding anything else was swapped in, maybe never activated."""
+        try:
+            activated = self.render(records).encode()
+            on_disk = read_or_none(self.files.dest)
+        except (SinkError, OSError):
+            return  # the template changed or the file is unreadable: apply will say so
+        self._unfinished = None if on_disk == activated else (on_disk, activated)
+
+    def error(
+        self, step: str, detail: str, path: Path | None = None, *, took_effect: bool = False
+    ) -> SinkError:
+        return SinkError(self.name, step, path or self.files.dest, detail, took_effect=took_effect)
 
     def render(self, records: Mapping[str, MasterRecord]) -> str:
         files = self.files
@@ -317,45 +299,87 @@ class FileSink(ABC):
             raise SinkError(self.name, "render", where, f"{type(exc).__name__}: {exc}") from exc
 
     def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult:
-        """Render, and when the text differs from the file: stage, check, swap, activate.
-        If activation fails, the old file is put back and `rollback` runs."""
+        """Render, and unless the program already runs that text: stage, check, swap,
+        activate. If activation fails before it took effect, the last activated file is put
+        back and `rollback` runs; after (`took_effect`), the new file stays for the next try."""
         new_text = self.render(records)
         new = new_text.encode()
-        dest = self.files.dest
         try:
-            old = read_or_none(dest)
+            on_disk = read_or_none(self.files.dest)
         except OSError as exc:
             raise self.error("read", str(exc)) from exc
-        if old == new:
-            return UNCHANGED
-        old_text = None if old is None else old.decode(errors="replace")
+        if on_disk == new:
+            if self._unfinished is None or self._unfinished[0] != on_disk:
+                return UNCHANGED
+            activated = self._unfinished[1]
+        else:
+            activated = on_disk
+            self._swap(new, new_text)  # raises with nothing changed
+        self._unfinished = None
+        try:
+            return self.activate(_text(activated), new_text)
+        except Exception as exc:  # whatever went wrong, the last good config must come back
+            failure = exc if isinstance(exc, SinkError) else None
+            failure = failure or self.error("activate", f"{type(exc).__name__}: {exc}")
+            if failure.took_effect:
+                self._unfinished = (new, activated)
+            else:
+                self._restore(activated, new, failure)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def render_only(self, records: Mapping[str, MasterRecord]) -> str:
+        """First start, before the program runs: render, check and write the file only if
+        there is none (an existing one may be what the program runs: the watcher changes it,
+        activating it), and create what the file expects (`prepare`). Says what it did."""
+        new_text = self.render(records)
+        dest = self.files.dest
+        try:
+            exists = dest.exists()
+        except OSError as exc:
+            raise self.error("read", str(exc)) from exc
+        if not exists:
+            self._swap(new_text.encode(), new_text)
+        self.prepare(new_text)
+        return f"{'kept the existing' if exists else 'wrote'} {dest}"
+
+    def prepare(self, text: str) -> None:
+        """Create what the program needs to start on `text` (nothing, unless a sink says)."""
+        return
+
+    @contextlib.contextmanager
+    def took_effect(self) -> Iterator[None]:
+        """Around the steps that follow the program's switch to the new file: their failure
+        keeps the new file (putting the old one back would route back) for the next try."""
+        try:
+            yield
+        except SinkError as exc:
+            raise SinkError(exc.sink, exc.step, exc.path, exc.detail, took_effect=True) from exc
+
+    def _swap(self, new: bytes, new_text: str) -> None:
+        """Stage, check and install the new file; nothing has changed when this raises."""
+        dest = self.files.dest
         try:
             path = stage(dest, new, self.files.mode)
         except OSError as exc:
             raise self.error("stage", str(exc)) from exc
         try:
             self.check(path, new_text)
-            os.replace(path, dest)
+            install(path, dest)
         except OSError as exc:
             raise self.error("swap", str(exc)) from exc
         finally:
             path.unlink(missing_ok=True)
-        try:
-            return self.activate(old_text, new_text)
-        except SinkError as exc:
-            self._restore(old, new_text, exc)
-            raise
-        except Exception as exc:  # whatever went wrong, the last good config must come back
-            failure = self.error("activate", f"{type(exc).__name__}: {exc}")
-            self._restore(old, new_text, failure)
-            raise failure from exc
 
-    def _restore(self, old: bytes | None, new_text: str, failure: SinkError) -> None:
-        """Put the old file back and roll back; if that fails too, say so in the error."""
+    def _restore(self, activated: bytes | None, new: bytes, failure: SinkError) -> None:
+        """Put the last activated file back and roll back; if that fails too, say so in the
+        error, and remember that the new file (if still there) was not activated."""
         try:
-            replace_file(self.files.dest, old, self.files.mode)
-            self.rollback(None if old is None else old.decode(errors="replace"), new_text)
+            replace_file(self.files.dest, activated, self.files.mode)
+            self.rollback(_text(activated), new.decode())
         except (OSError, SinkError) as exc:
+            self._unfinished = (new, activated)
             detail = f"{failure.detail}; then restoring the old configuration failed: {exc}"
             raise SinkError(failure.sink, failure.step, failure.path, detail) from exc
 
@@ -377,3 +401,7 @@ class FileSink(ABC):
     @abstractmethod
     def rollback(self, old_text: str | None, new_text: str) -> None:
         """Make the program use the restored old file again (None: there was no file)."""
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode(errors="replace")

@@ -32,6 +32,9 @@ Apply:
   when the global section names one, the sink rewrites it from `show servers state` before
   every reload, leaving out the servers whose address changes, so the new config wins; and
   after every runtime switch, so that a reload by anyone else agrees too.
+- Once HAProxy routes by the new file (the switch or the reload succeeded), a failing later
+  step (the state file, the cut) keeps the new file; the retry reads `show servers state`
+  and leaves a server already at its new address alone: its sessions are to the new primary.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from agrajag.atomic import replace_file
 from agrajag.config import Problems
 from agrajag.sinks.base import (
     COMMON_KEYS,
@@ -53,7 +57,6 @@ from agrajag.sinks.base import (
     existing_file,
     file_settings,
     path,
-    replace_file,
     section,
     wait_for,
 )
@@ -67,12 +70,13 @@ _SECTIONS = frozenset(
     | {"mailers", "program", "http-errors", "ring", "cache", "fcgi-app"}
 )
 _PROXIES = frozenset({"backend", "listen"})
-_CLI_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_CLI_NAME = re.compile(r"[A-Za-z0-9_.:-]+")  # fullmatch: words sent on a CLI line
 _SESSION = re.compile(r"^(0x[0-9a-f]+): .*? be=(\S+) srv=(\S+)", re.MULTILINE)
 _ADDRESS_SET = re.compile(r"^(IP changed from|no need to change the addr)")
 _NO_PID = "Can't find the target PID"  # the worker has exited
 _NOT_THERE = ("No such session", _NO_PID)
 _SHUTDOWNS_PER_LINE = 50
+_EMPTY_STATE = b"1\n"  # `show servers state` format version 1, no server
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,10 @@ class Address:
             return cls(token, None)
         return cls(host.removeprefix("[").removesuffix("]"), int(port))
 
+    def same(self, other: Address) -> bool:
+        """The same endpoint, however an IP address is spelled (HAProxy prints its own way)."""
+        return self.port == other.port and _ip_or_name(self.host) == _ip_or_name(other.host)
+
     def settable_at_runtime(self) -> bool:
         """`set server ... addr` takes an IP address, not a name to resolve."""
         try:
@@ -102,6 +110,13 @@ class Address:
         except ValueError:
             return False
         return self.port is not None
+
+
+def _ip_or_name(host: str) -> object:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return host
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +190,7 @@ def plan_change(old_text: str | None, new_text: str) -> Plan:
     old = ConfigShape.of(old_text)
     moves = {k: a for k, a in new.servers.items() if k in old.servers and old.servers[k] != a}
     runtime = old.lines == new.lines and all(
-        address.settable_at_runtime() and all(_CLI_NAME.match(n) for n in key)
+        address.settable_at_runtime() and all(_CLI_NAME.fullmatch(n) for n in key)
         for key, address in moves.items()
     )
     return Plan(runtime, moves, frozenset(moves) | (old.servers.keys() - new.servers.keys()))
@@ -220,6 +235,43 @@ def without_servers(state: str, servers: frozenset[ServerKey]) -> str:
     return "\n".join(kept) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeServer:
+    """A server as the running worker has it: its address and whether it is ready (not in
+    maintenance or drain by an administrator)."""
+
+    address: Address
+    ready: bool
+
+
+def runtime_servers(state: str) -> dict[ServerKey, RuntimeServer]:
+    """The servers of a `show servers state` answer, read by its header's column names.
+
+    >>> runtime_servers("1\\n# be_id be_name srv_id srv_name srv_addr srv_op_state "
+    ...                 "srv_admin_state srv_port\\n2 main 1 primary 10.0.0.2 2 0 5433\\n")
+    {('main', 'primary'): RuntimeServer(address=Address(host='10.0.0.2', port=5433), ready=True)}
+    """
+    lines = state.splitlines()
+    header = next((line[2:].split() for line in lines if line.startswith("# ")), [])
+    servers = {}
+    for line in lines:
+        row = dict(zip(header, line.split(), strict=False))
+        if line.startswith("#") or not {"be_name", "srv_name", "srv_addr"} <= row.keys():
+            continue
+        port = row.get("srv_port", "")
+        address = Address(row["srv_addr"], int(port) if port.isdigit() else None)
+        ready = row.get("srv_admin_state", "0") == "0"
+        servers[(row["be_name"], row["srv_name"])] = RuntimeServer(address, ready)
+    return servers
+
+
+def _at(
+    running: Mapping[ServerKey, RuntimeServer], key: ServerKey, targets: Mapping[ServerKey, Address]
+) -> bool:
+    """True when the running server `key` is already at its target address."""
+    return key in running and key in targets and running[key].address.same(targets[key])
+
+
 def unix_command(path: Path, command: str, timeout: float) -> str:
     """Send one command line to an HAProxy CLI socket and read the whole answer. The master
     CLI answers only once the client has shut down its writing side."""
@@ -262,6 +314,8 @@ class HAProxySink(FileSink):
         super().__init__(settings.files)
         self.settings = settings
         self.cli = cli or partial(unix_command, timeout=settings.files.timeout_s)
+        # The text the running worker was started on, if nothing moved at runtime since.
+        self._reloaded_to: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> HAProxySink:
@@ -274,25 +328,42 @@ class HAProxySink(FileSink):
         argv = [str(self.settings.haproxy_bin), "-c", "-f", str(staged_path)]
         self.check_command(argv, staged_path)
 
+    def prepare(self, text: str) -> None:
+        """A missing server-state file makes HAProxy warn at every start: create one with
+        the format's version line and no server."""
+        state_file = ConfigShape.of(text).state_file
+        if state_file is None or Path(state_file).exists():
+            return
+        try:
+            replace_file(Path(state_file), _EMPTY_STATE)
+        except OSError as exc:
+            raise self.error("prepare", f"creating {state_file}: {exc}") from exc
+
     def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
+        """Switch at runtime or reload; once HAProxy routes by the new file, a failing later
+        step keeps it (`took_effect`) and the next try, seeing the servers already at their
+        new addresses, finishes without cutting anything to them."""
         plan = plan_change(old_text, new_text)
         if plan.runtime:
             cut = self._switch(plan.moves)
-            self._save_state(new_text, forget=frozenset())
             action = "runtime" if plan.moves else "written"
         else:
-            self._save_state(new_text, forget=plan.cut)
-            self._reload()
+            if new_text != self._reloaded_to:  # else an earlier try reloaded, then failed
+                self._save_state(new_text, forget=plan.cut)
+                self._reload(new_text)
             cut, action = 0, "reload"
-        # The running worker now has only sessions to the new addresses: cut the old workers'.
-        cut += self._cut_sessions(plan.cut)
+        with self.took_effect():
+            if plan.runtime:
+                self._save_state(new_text, forget=frozenset())
+            # The running worker has only sessions to the new addresses: cut the old workers'.
+            cut += self._cut_sessions(plan.cut, ConfigShape.of(new_text).servers)
         return ApplyResult(changed=True, action=action, cut_sessions=cut, detail=plan.describe())
 
     def rollback(self, old_text: str | None, new_text: str) -> None:
         """Reload the restored file, its addresses winning over the state file's."""
         if old_text is not None:
             self._save_state(old_text, forget=plan_change(new_text, old_text).cut)
-            self._reload()
+            self._reload(old_text)
 
     def _call(self, sock: Path, command: str, step: str) -> str:
         try:
@@ -308,12 +379,20 @@ class HAProxySink(FileSink):
         once its sessions are cut (maint), and none to the new address is cut. The old
         primary's server may be DOWN by its health check: `health up` lets the new address
         take clients at once instead of after the checks rise (they go on checking it).
+        A server already at its new address (an earlier try switched it) is only made
+        ready: its sessions are to the new primary.
         """
         listing = self._call(self.settings.stats_socket, "show sess", "runtime")
-        cut = 0
+        state = self._call(self.settings.stats_socket, "show servers state", "runtime")
+        running = runtime_servers(state)
+        cut, switched = 0, False
         for (proxy, server), address in sorted(moves.items()):
-            cut += len(sessions_to(listing, frozenset({(proxy, server)})))
             target = f"set server {proxy}/{server}"
+            if _at(running, (proxy, server), moves):
+                if not running[(proxy, server)].ready:
+                    self._expect(f"{target} health up; {target} state ready", "", switched)
+                continue
+            cut += len(sessions_to(listing, frozenset({(proxy, server)})))
             command = "; ".join([
                 f"{target} state maint",
                 f"shutdown sessions server {proxy}/{server}",
@@ -321,10 +400,18 @@ class HAProxySink(FileSink):
                 f"{target} health up",
                 f"{target} state ready",
             ])  # fmt: skip
-            answer = self._call(self.settings.stats_socket, command, "runtime").strip()
-            if not _ADDRESS_SET.match(answer) or "\n" in answer:
-                raise self.error("runtime", f"{command!r}: {answer!r}")
+            self._reloaded_to = None  # the running worker no longer matches a file
+            self._expect(command, _ADDRESS_SET, switched)
+            switched = True
         return cut
+
+    def _expect(self, command: str, answer: re.Pattern[str] | str, took_effect: bool) -> None:
+        """Send a runtime command line; raise unless its answer is one line matching `answer`
+        (a pattern, or exactly this text)."""
+        got = self._call(self.settings.stats_socket, command, "runtime").strip()
+        ok = answer.match(got) if isinstance(answer, re.Pattern) else got == answer
+        if not ok or "\n" in got:
+            raise self.error("runtime", f"{command!r}: {got!r}", took_effect=took_effect)
 
     def _save_state(self, config_text: str, forget: frozenset[ServerKey]) -> None:
         """Rewrite the config's server-state-file from the running worker, minus `forget`."""
@@ -340,12 +427,15 @@ class HAProxySink(FileSink):
     def _processes(self, step: str) -> Processes:
         return Processes.parse(self._call(self.settings.master_socket, "show proc", step))
 
-    def _reload(self) -> None:
+    def _reload(self, text: str) -> None:
+        """Reload HAProxy on the file holding `text`, remembered once a new worker runs."""
         before = self._processes("reload")
+        self._reloaded_to = None
         self._call(self.settings.master_socket, "reload", "reload")
         timeout = self.files.timeout_s
         if wait_for(lambda: self._reloaded(before), timeout) is None:
             raise self.error("reload", f"no new worker ready within {timeout:g} s")
+        self._reloaded_to = text
 
     def _reloaded(self, before: Processes) -> bool | None:
         """True once a new worker runs and the previous ones stopped accepting; raises when
@@ -361,16 +451,23 @@ class HAProxySink(FileSink):
         answer = self.cli(self.settings.master_socket, f"@!{pid} show info")
         return "Stopping: 1" in answer or answer.startswith(_NO_PID)
 
-    def _cut_sessions(self, servers: frozenset[ServerKey]) -> int:
+    def _cut_sessions(
+        self, servers: frozenset[ServerKey], targets: Mapping[ServerKey, Address]
+    ) -> int:
         """End every session to `servers` in the old workers (still draining after a reload,
-        on the old configuration); how many were cut."""
+        on the old configuration); how many were cut. A worker that already has a server at
+        its new address (`targets`; a reload by an earlier try) keeps that server's
+        sessions: they go to the new primary."""
         if not servers:
             return 0
         processes = self._processes("cut")
         cut = 0
         for pid in sorted(processes.old_workers):
+            state = self._call(self.settings.master_socket, f"@!{pid} show servers state", "cut")
+            running = runtime_servers(state)
+            moved = frozenset(key for key in servers if not _at(running, key, targets))
             listing = self._call(self.settings.master_socket, f"@!{pid} show sess", "cut")
-            cut += self._shutdown(pid, sessions_to(listing, servers))
+            cut += self._shutdown(pid, sessions_to(listing, moved))
         return cut
 
     def _shutdown(self, pid: int, sessions: Sequence[str]) -> int:

@@ -3,12 +3,17 @@
 One loop thread does everything. ZooKeeper's watch callbacks, session changes and signals only
 post to an `Inbox`; after every wake-up the loop re-reads every cluster's master (watches are
 one-shot and coalesce), and it also reconciles every `reconcile_interval_s`. Each record is
-judged by `watch_rules.accept`; what the sinks get is `watch_rules.routed`. Once every sink has
-the accepted records, they are saved to the state file and acknowledged in
-`watchers/<agent>`. The state file is applied at start, before ZooKeeper answers.
+judged by `watch_rules.accept`; what the sinks get is `watch_rules.routed`. What each sink
+has applied is saved to the state file after its apply; once every sink has the accepted
+records, they are acknowledged in `watchers/<agent>`. At start the watcher follows the
+newest record any sink applied, and waits up to `start_wait_s` for ZooKeeper before it
+applies anything from the state file, so a restart never routes a proxy back.
 
-SIGTERM and SIGINT stop the loop and close the session (the acknowledgement disappears);
-SIGHUP is ignored: restart the watcher to change its configuration.
+SIGTERM and SIGINT stop the loop and close the session (the acknowledgement disappears).
+SIGHUP reads the configuration file again: sinks may be added, removed or changed, and the
+timings and fail mode changed; what names the watcher or its session (agent, zookeeper,
+clusters, state_file, metrics) needs a restart. A file that does not load, or changes those,
+is refused with the reason in the log, and the running configuration stays.
 """
 
 from __future__ import annotations
@@ -17,20 +22,22 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from agrajag import __version__
+from agrajag.errors import AgrajagError
 from agrajag.inbox import Event, Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics, serve
 from agrajag.record import MasterRecord, WatcherAck, utc_now
 from agrajag.registry.client import Registry
 from agrajag.registry.errors import RegistryError
 from agrajag.registry.values import Current, Paths, Session
+from agrajag.sinks import SinkError
 from agrajag.watch.rules import Refused, accept, routed
 from agrajag.watch.runner import SinkRunner
 from agrajag.watch.settings import WatchConfig
-from agrajag.watch.state import Applied, StateError, load_state, save_state
+from agrajag.watch.state import Applied, State, StateError, load_state, save_state
 
 log = logging.getLogger("agrajag.watch")
 
@@ -69,13 +76,18 @@ class Watcher:
         self.inbox = inbox
         self.clock = clock
         self.stopping = False
-        self.runner = SinkRunner(config.sinks, config.retry_backoff, metrics)
-        self.applied: dict[str, Applied] = load_state(config.state_file, config.clusters)
-        self.saved = dict(self.applied)
-        self.accepted: dict[str, MasterRecord] = {c: a.record for c, a in self.applied.items()}
+        names = [sink.name for sink in config.sinks]
+        self.saved = load_state(config.state_file, config.clusters, names)
+        self.applied: dict[str, Applied] = dict(self.saved.clusters)
+        self.sink_state = {name: dict(records) for name, records in self.saved.sinks.items()}
+        self.accepted: dict[str, MasterRecord] = self.saved.newest()
+        self.runner = self._start_sinks(config)
         self.refusals: dict[str, tuple[int, str]] = {}  # cluster -> (znode version, reason)
         self.acked: dict[str, WatcherAck] = {}
+        self.ack_problems: dict[str, str] = {}  # cluster -> why the last acknowledgement failed
         self.heard_at = clock()  # when ZooKeeper last answered for every cluster
+        self.waiting = True  # for ZooKeeper's first answer, before the sinks are touched
+        self.start_wait_until = self.heard_at + config.start_wait_s
         self.next_reconcile = self.heard_at
         metrics.fail_mode.state(config.fail_mode.value)
         for cluster, applied in self.applied.items():
@@ -112,9 +124,13 @@ class Watcher:
             reread = True
             if isinstance(event, SessionChanged):
                 self._session_changed(event.session)
+            elif event is Wake.RELOAD:
+                self.reload()
         now = self.clock()
         if reread or now >= self.next_reconcile:
             self._reconcile(now)
+        if self._waiting_for_registry(now):
+            return
         view = routed(
             self.accepted,
             self.config.fail_mode,
@@ -132,6 +148,8 @@ class Watcher:
         """When the loop must run even if nothing is posted: reconcile, a sink's retry, or
         the moment a fail-closed watcher stops routing."""
         deadlines = [self.next_reconcile]
+        if self.waiting:
+            deadlines.append(self.start_wait_until)
         retry = self.runner.next_retry()
         if retry is not None:
             deadlines.append(retry)
@@ -141,7 +159,58 @@ class Watcher:
                 deadlines.append(closing)
         return min(deadlines)
 
+    def reload(self) -> None:
+        """SIGHUP: take the configuration file again. Every sink is built anew and told what
+        its name last applied, so an unchanged sink finds nothing to do and a changed one
+        renders again; a removed sink's file is left as it is."""
+        try:
+            new = WatchConfig.load(self.config.source)
+        except AgrajagError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        fixed = ("agent", "zookeeper", "clusters", "state_file", "metrics")
+        changed = [key for key in fixed if getattr(new, key) != getattr(self.config, key)]
+        if changed:
+            log.error(
+                "reload refused, keeping the running configuration: %s change only with a restart",
+                ", ".join(changed),
+            )
+            return
+        old_names = {sink.name for sink in self.config.sinks}
+        names = {sink.name for sink in new.sinks}
+        self.config = new
+        self.sink_state = {n: r for n, r in self.sink_state.items() if n in names}
+        self.runner = self._start_sinks(new)
+        self.next_reconcile = min(self.next_reconcile, self.clock() + new.reconcile_interval_s)
+        self.metrics.fail_mode.state(new.fail_mode.value)
+        log.info(
+            "configuration reloaded from %s: sinks %s (added: %s, removed: %s)",
+            new.source,
+            ", ".join(sorted(names)),
+            ", ".join(sorted(names - old_names)) or "none",
+            ", ".join(sorted(old_names - names)) or "none",
+        )
+
+    def known_records(self) -> dict[str, MasterRecord]:
+        """Every master as ZooKeeper says it now, else as the state file has it: what
+        `--render-only` renders."""
+        self._reconcile(self.clock())
+        if self.waiting:
+            log.warning(
+                "ZooKeeper did not answer within start_wait_s (%gs): using the state file %s",
+                self.config.start_wait_s,
+                self.config.state_file,
+            )
+        return dict(self.accepted)
+
     # -- the steps -------------------------------------------------------------------------
+
+    def _start_sinks(self, config: WatchConfig) -> SinkRunner:
+        """A runner for the configured sinks, each told what it last applied."""
+        for sink in config.sinks:
+            if sink.name in self.sink_state:
+                sink.resume(self.sink_state[sink.name])
+        return SinkRunner(config.sinks, config.retry_backoff, self.metrics, self._sink_applied)
 
     def _session_changed(self, session: Session) -> None:
         log.info("ZooKeeper session %s", session)
@@ -164,6 +233,19 @@ class Watcher:
             self._judge(cluster, current)
         if heard:
             self.heard_at = now
+            self.waiting = False
+
+    def _waiting_for_registry(self, now: float) -> bool:
+        """At start, until ZooKeeper answers or `start_wait_s` passes, the sinks are left as
+        they are: the state file may be older than what ZooKeeper is about to say."""
+        if not self.waiting or now < self.start_wait_until:
+            return self.waiting
+        self.waiting = False  # from now on, the state file is what there is
+        log.warning(
+            "ZooKeeper did not answer within start_wait_s (%gs): applying the state file",
+            self.config.start_wait_s,
+        )
+        return False
 
     def _judge(self, cluster: str, current: Current) -> None:
         znode = Paths(self.registry.root, cluster).master
@@ -208,15 +290,21 @@ class Watcher:
                 self.metrics.applied_epoch.labels(cluster).set(record.epoch)
                 log.info("cluster %s: epoch %d applied to every sink", cluster, record.epoch)
 
+    def _sink_applied(self, name: str, view: Mapping[str, MasterRecord]) -> None:
+        """A sink has `view`: saved at once, before the next sink is tried."""
+        self.sink_state[name] = dict(view)
+        self._save()
+
     def _save(self) -> None:
-        if self.applied == self.saved:
+        state = State(dict(self.applied), {n: dict(r) for n, r in self.sink_state.items()})
+        if state == self.saved:
             return
         try:
-            save_state(self.config.state_file, self.applied)
+            save_state(self.config.state_file, state)
         except StateError as exc:
             log.error("%s; trying again at the next wake-up", exc)
             return
-        self.saved = dict(self.applied)
+        self.saved = state
 
     def _acknowledge(self) -> None:
         if self.registry.session is not Session.CONNECTED:
@@ -229,11 +317,54 @@ class Watcher:
             try:
                 self.registry.acknowledge(cluster, ack)
             except RegistryError as exc:
-                log.warning(
-                    "cluster %s: cannot acknowledge epoch %d: %s", cluster, ack.applied_epoch, exc
-                )
+                if self.ack_problems.get(cluster) != str(exc):  # once, not every reconcile
+                    self.ack_problems[cluster] = str(exc)
+                    log.warning(
+                        "cluster %s: cannot acknowledge epoch %d, trying again: %s",
+                        cluster,
+                        ack.applied_epoch,
+                        exc,
+                    )
                 continue
+            if self.ack_problems.pop(cluster, None) is not None:
+                log.info("cluster %s: acknowledged epoch %d", cluster, ack.applied_epoch)
             self.acked[cluster] = ack
+
+
+def _connect(config: WatchConfig, start_timeout: float) -> Registry:
+    zk = config.zookeeper
+    return Registry.connect(
+        zk.hosts,
+        zk.root,
+        session_timeout=zk.session_timeout_s,
+        call_timeout=zk.call_timeout_s,
+        start_timeout=start_timeout,
+    )
+
+
+def render_only(config_path: str) -> int:
+    """`agrajag watch --render-only`: the first start. Write every sink's file from
+    ZooKeeper (or the state file) without activating anything; 1 if a sink failed."""
+    config = WatchConfig.load(config_path)
+    registry = _connect(config, start_timeout=config.start_wait_s)
+    inbox = Inbox()
+    try:
+        records = Watcher(config, registry, WatcherMetrics(), inbox).known_records()
+    finally:
+        registry.close()
+        inbox.close()
+    for cluster in config.clusters:
+        record = records.get(cluster)
+        where = f"{record.node} at {record.host}:{record.port}" if record else "no master"
+        log.info("cluster %s: %s, epoch %s", cluster, where, record.epoch if record else "-")
+    failed = 0
+    for sink in config.sinks:
+        try:
+            log.info("sink %s: %s", sink.name, sink.render_only(records))
+        except SinkError as exc:
+            log.error("%s", exc)
+            failed += 1
+    return 1 if failed else 0
 
 
 def run_watch(config_path: str) -> int:
@@ -244,10 +375,9 @@ def run_watch(config_path: str) -> int:
     inbox = Inbox()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: inbox.post(Wake.STOP))
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
     log.info(
-        "agrajag watch %s: agent %s, clusters %s, fail_mode %s, %d sink(s), metrics port %s; "
-        "SIGHUP is ignored (restart to reload)",
+        "agrajag watch %s: agent %s, clusters %s, fail_mode %s, %d sink(s), metrics port %s",
         __version__,
         config.agent,
         ",".join(config.clusters),
@@ -255,13 +385,7 @@ def run_watch(config_path: str) -> int:
         len(config.sinks),
         port,
     )
-    zk = config.zookeeper
-    registry = Registry.connect(
-        zk.hosts,
-        zk.root,
-        session_timeout=zk.session_timeout_s,
-        call_timeout=zk.call_timeout_s,
-    )
+    registry = _connect(config, start_timeout=0)
     try:
         Watcher(config, registry, metrics, inbox).run()
     finally:

@@ -5,7 +5,7 @@ previous config (the sink guarantees that) and is retried with backoff while the
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agrajag.metrics import WatcherMetrics
@@ -33,10 +33,19 @@ class _Progress:
 class SinkRunner:
     """Brings every sink to the same view; `now` comes from the caller's clock."""
 
-    def __init__(self, sinks: Sequence[Sink], backoff: Backoff, metrics: WatcherMetrics) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        backoff: Backoff,
+        metrics: WatcherMetrics,
+        on_applied: Callable[[str, View], None] = lambda name, view: None,
+    ) -> None:
+        """`on_applied(sink name, view)` runs after each sink's successful apply, before the
+        next sink's, so that what a sink has is saved even if the next one hangs."""
         self._sinks = list(sinks)
         self._backoff = backoff
         self._metrics = metrics
+        self._on_applied = on_applied
         self._progress = {sink.name: _Progress() for sink in sinks}
 
     def apply(self, view: View, now: float) -> None:
@@ -74,6 +83,7 @@ class SinkRunner:
         if result.changed:
             self._metrics.last_apply.labels(sink.name).set_to_current_time()
             log.info("sink %s: %s", sink.name, result.action)
+        self._on_applied(sink.name, view)
 
     def converged(self, view: View) -> bool:
         """True when every sink has applied `view`."""

@@ -23,6 +23,7 @@ KEYS = {
     "fail_mode",
     "fail_closed_after_s",
     "state_file",
+    "start_wait_s",
     "reconcile_interval_s",
     "retry_backoff",
     "metrics",
@@ -81,6 +82,7 @@ class WatchConfig:
     retry_backoff: Backoff
     metrics: MetricsSettings
     sinks: tuple[Sink, ...]
+    start_wait_s: float = 5.0  # at start, how long ZooKeeper may take before the state file
 
     @classmethod
     def load(cls, path: str | Path) -> WatchConfig:
@@ -102,6 +104,7 @@ class WatchConfig:
             fail_mode=fail_mode,
             fail_closed_after_s=p.read(lambda: _fail_closed_after(s, fail_mode, interval)),
             state_file=p.read(lambda: Path(s.string("state_file"))),
+            start_wait_s=p.read(lambda: s.number("start_wait_s", 5.0, minimum=0, maximum=300), 5.0),
             reconcile_interval_s=interval,
             retry_backoff=p.read(lambda: _backoff(s.section("retry_backoff", {}))),
             metrics=p.read(lambda: MetricsSettings.from_section(s.section("metrics", {}))),

@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 
 from agrajag.reasons import Reason
-from agrajag.record import MasterRecord
+from agrajag.record import MasterRecord, WatcherAck
 from agrajag.registry.client import Registry
-from agrajag.registry.errors import NodeNameTaken, Unavailable
+from agrajag.registry.errors import AgentNameTaken, NodeNameTaken, Unavailable
 from agrajag.registry.values import Session
 from tests.factories import master_record, node_record
 from tools.harness.procs import wait_until
@@ -93,6 +93,15 @@ def test_a_second_daemon_with_the_same_node_name_is_refused(registries: list[Reg
     with pytest.raises(NodeNameTaken):
         registries[1].register_node("main", node_record("node1"))
     assert registries[0].register_node("main", node_record("node1")) is False  # already ours
+
+
+def test_a_second_watcher_with_the_same_agent_name_is_refused(registries: list[Registry]) -> None:
+    first, second = registries[0], registries[1]
+    first.acknowledge("main", WatcherAck("app1", 1, "t"))
+    with pytest.raises(AgentNameTaken, match=r"/agrajag/main/watchers/app1 belongs to .* session"):
+        second.acknowledge("main", WatcherAck("app1", 2, "t"))
+    first.acknowledge("main", WatcherAck("app1", 3, "t"))
+    assert second.watchers("main") == {"app1": WatcherAck("app1", 3, "t")}
 
 
 def test_the_liveness_node_goes_with_its_session(registries: list[Registry]) -> None:

@@ -7,6 +7,7 @@ HAProxy decides where a client lands.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tools.harness.proxies import (
     served_by,
     writes_through,
 )
+from tools.harness.watch import Backend, greeting, still_open
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +164,45 @@ def test_a_config_haproxy_refuses_changes_nothing(haproxy: HAProxy, tmp_path: Pa
     assert after[:2] == before[:2]
     assert [s["srv_port"] for s in after[2]] == [s["srv_port"] for s in before[2]] == ["1"]
     assert sorted(p.name for p in haproxy.config.parent.glob(".haproxy.cfg.*")) == []
+
+
+def test_a_wrong_master_socket_after_a_runtime_switch_never_cuts_the_new_primarys_sessions(
+    haproxy: HAProxy,
+) -> None:
+    """The switch succeeds through the stats socket, the cut of old workers fails on the
+    master socket: the new file stays (it is what HAProxy routes by), and every retry leaves
+    a client of the new primary alone; once the socket answers, the retry finishes."""
+    old, new = Backend("old"), Backend("new")
+    held: list[socket.socket] = []
+    try:
+        section = haproxy.sink_section()
+        wrong = haproxy.dir / "master-not-yet.sock"
+        sink = HAProxySink(Settings.from_mapping({**section, "master_socket": str(wrong)}, "t"))
+        first = MasterRecord("main", 1, 1, "node1", "127.0.0.1", old.port, 1, "t", "t", {})
+        haproxy.config.write_text(sink.render({"main": first}))
+        haproxy.start()
+        moved = MasterRecord("main", 2, 2, "node2", "127.0.0.1", new.port, 1, "t", "t", {})
+
+        for attempt in range(3):
+            with pytest.raises(SinkError, match=r"master-not-yet\.sock") as caught:
+                sink.apply({"main": moved})
+            assert caught.value.took_effect, attempt
+            sock, greeted = greeting(haproxy.port)
+            held.append(sock)
+            assert greeted == "new"
+            assert all(still_open(s) for s in held), f"a session was cut at try {attempt}"
+            assert f":{new.port} check" in haproxy.config.read_text()
+            assert [s["srv_port"] for s in haproxy.server_states()] == [str(new.port)]
+
+        wrong.symlink_to(haproxy.master_socket)
+        result = sink.apply({"main": moved})
+
+        assert (result.changed, result.action, result.cut_sessions) == (True, "runtime", 0)
+        assert all(still_open(s) for s in held)
+        assert state_file_ports(haproxy) == [str(new.port)]
+        assert sink.apply({"main": moved}).action == "unchanged"
+    finally:
+        for sock in held:
+            sock.close()
+        old.close()
+        new.close()

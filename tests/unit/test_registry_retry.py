@@ -11,7 +11,8 @@ from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
 from agrajag.record import MasterRecord
-from agrajag.registry.client import Registry, Unavailable
+from agrajag.registry.client import Registry
+from agrajag.registry.errors import Unavailable
 
 
 class Answer:

@@ -56,6 +56,7 @@ SHOW_SESS = (
 )
 
 STATE_HEADER = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n"
+STATE_HEADER_PORT = STATE_HEADER.replace("admin_state", "admin_state srv_port")
 
 
 def moved(text: str, old: str, new: str) -> str:
@@ -142,6 +143,7 @@ class FakeHAProxy:
         self.failed = 0
         self.refuse_reloads = False
         self.addresses: dict[tuple[str, str], str] = {}
+        self.replaced: dict[int, dict[tuple[str, str], str]] = {}
         self.sent: list[str] = []
 
     def __call__(self, path: Path, line: str) -> str:
@@ -167,8 +169,7 @@ class FakeHAProxy:
             self.addresses[tuple(words[2].split("/"))] = f"{words[4]}:{words[6]}"  # type: ignore[index]
             return f"IP changed from '10.0.0.1' to '{words[4]}' by 'stats socket command'\n"
         if command == "show servers state":
-            rows = [f"2 {b} 1 {s} {a} 2 0" for (b, s), a in sorted(self.addresses.items())]
-            return STATE_HEADER + "".join(row + "\n" for row in rows)
+            return self.servers_state(self.current)
         if command == "show proc":
             return self.show_proc()
         if command == "reload":
@@ -182,6 +183,8 @@ class FakeHAProxy:
         sessions = self.sessions[pid]
         if command == "show info":
             return f"Pid: {pid}\nStopping: {int(pid in self.stopping)}\n"
+        if command == "show servers state":
+            return self.servers_state(pid)
         if command == "show sess":
             return "".join(
                 f"{i}: proto=tcpv4 fe={b} be={b} srv={s} ts=00\n" for i, (b, s) in sessions.items()
@@ -193,6 +196,13 @@ class FakeHAProxy:
                 else "No such session (use 'show sess').\n"
             )
         raise AssertionError(f"unexpected command {command!r} for worker {pid}")
+
+    def servers_state(self, pid: int) -> str:
+        """A worker's servers: the current one has `addresses`, an old one what it had when
+        it was replaced."""
+        addresses = self.addresses if pid == self.current else self.replaced.get(pid, {})
+        rows = [f"2 {b} 1 {s} {a.replace(':', ' 2 0 ')}" for (b, s), a in sorted(addresses.items())]
+        return STATE_HEADER_PORT + "".join(row + "\n" for row in rows)
 
     def show_proc(self) -> str:
         old = [pid for pid in self.sessions if pid != self.current]
@@ -208,6 +218,7 @@ class FakeHAProxy:
             self.failed += 1
             return
         self.stopping.add(self.current)
+        self.replaced[self.current] = dict(self.addresses)
         self.current += 1
         self.sessions[self.current] = {}
 
@@ -223,6 +234,10 @@ def fake() -> FakeHAProxy:
 
 @pytest.fixture
 def sink(tmp_path: Path, fake: FakeHAProxy) -> HAProxySink:
+    return make_sink(tmp_path, fake)
+
+
+def make_sink(tmp_path: Path, fake: FakeHAProxy) -> HAProxySink:
     """The shipped template, its state file in tmp_path; `true` stands in for `haproxy -c`."""
     files = FileSettings(
         name="haproxy",
@@ -256,13 +271,13 @@ def test_first_master_reloads_then_an_ip_move_is_a_runtime_switch_with_cuts(
 
     assert (result.changed, result.action, result.cut_sessions) == (True, "runtime", 2)
     assert "reload" not in fake.sent
-    assert fake.sent[1] == (  # cut before the switch; not left DOWN by the old checks
+    assert fake.sent[2] == (  # cut before the switch; not left DOWN by the old checks
         "set server main/primary state maint; shutdown sessions server main/primary; "
         "set server main/primary addr 10.0.0.2 port 5433; set server main/primary health up; "
         "set server main/primary state ready"
     )
     assert fake.sessions == {100: {}, 101: {"0xb": ("other", "primary")}}
-    assert "main 1 primary 10.0.0.2:5433" in (tmp_path / "server-state").read_text()
+    assert "main 1 primary 10.0.0.2 2 0 5433" in (tmp_path / "server-state").read_text()
     assert "server primary 10.0.0.2:5433" in (tmp_path / "haproxy.cfg").read_text()
 
 
@@ -300,11 +315,11 @@ def test_refused_reload_restores_the_file_and_reloads_it(
     assert fake.sent.count("reload") == 2
 
 
-def test_failed_cut_restores_the_file_and_reloads_it(
+def test_a_failed_cut_after_a_reload_keeps_the_new_file_and_the_next_try_finishes(
     sink: HAProxySink, fake: FakeHAProxy, tmp_path: Path
 ) -> None:
+    """Reloading back to the old file would route new clients to the former primary."""
     sink.apply({"main": master(1, "10.0.0.1")})
-    old = (tmp_path / "haproxy.cfg").read_bytes()
     fake.sessions[100] = {"0xa": ("main", "primary")}  # an old worker, still draining
     answer = fake.worker
     fake.worker = lambda pid, command: (  # type: ignore[method-assign]
@@ -313,12 +328,46 @@ def test_failed_cut_restores_the_file_and_reloads_it(
     fake.sent.clear()
 
     with pytest.raises(SinkError, match="Permission denied") as caught:
+        sink.apply({"main": master(2, "db2.example.com")})
+
+    assert (caught.value.step, caught.value.took_effect) == ("cut", True)
+    assert "db2.example.com" in (tmp_path / "haproxy.cfg").read_text()
+    assert fake.sent.count("reload") == 1
+    fake.worker = answer  # type: ignore[method-assign]
+
+    again = sink.apply({"main": master(2, "db2.example.com")})
+
+    assert (again.changed, again.cut_sessions) == (True, 1)
+    assert fake.sessions[100] == {}
+    assert fake.sent.count("reload") == 1  # HAProxy already runs it: no second reload
+
+
+def test_a_runtime_switch_then_a_failing_state_file_is_finished_without_cutting_anew(
+    sink: HAProxySink, fake: FakeHAProxy, tmp_path: Path
+) -> None:
+    sink.apply({"main": master(1, "10.0.0.1")})
+    fake.addresses[("main", "primary")] = "10.0.0.1:5432"
+    state_file = tmp_path / "server-state"
+    state_file.unlink()
+    state_file.mkdir()  # cannot be replaced by a file
+
+    with pytest.raises(SinkError, match="server-state") as caught:
         sink.apply({"main": master(2, "10.0.0.2")})
 
-    assert caught.value.step == "cut"
-    assert (tmp_path / "haproxy.cfg").read_bytes() == old
-    assert fake.sent.count("reload") == 1
-    assert fake.current == 102
+    assert caught.value.took_effect
+    assert fake.addresses[("main", "primary")] == "10.0.0.2:5432"
+    assert "server primary 10.0.0.2:5432" in (tmp_path / "haproxy.cfg").read_text()
+    fake.sessions[101] = {"0xb": ("main", "primary")}  # a client of the new primary
+    state_file.rmdir()
+    fake.sent.clear()
+
+    again = sink.apply({"main": master(2, "10.0.0.2")})
+
+    assert (again.changed, again.action, again.cut_sessions) == (True, "runtime", 0)
+    assert not [line for line in fake.sent if "shutdown" in line or "maint" in line]
+    assert fake.sessions[101] == {"0xb": ("main", "primary")}
+    assert "main 1 primary 10.0.0.2 2 0 5432" in state_file.read_text()
+    assert sink.apply({"main": master(2, "10.0.0.2")}).action == "unchanged"
 
 
 def test_unreachable_master_socket_is_a_reload_error(tmp_path: Path, sink: HAProxySink) -> None:
@@ -330,3 +379,34 @@ def test_unreachable_master_socket_is_a_reload_error(tmp_path: Path, sink: HAPro
         sink.apply({"main": master(1, "10.0.0.1")})
     assert caught.value.step == "reload"
     assert not (tmp_path / "haproxy.cfg").exists()
+
+
+def test_render_only_creates_the_server_state_file_haproxy_expects(
+    sink: HAProxySink, fake: FakeHAProxy, tmp_path: Path
+) -> None:
+    assert sink.render_only({"main": master(1, "10.0.0.1")}).startswith("wrote ")
+    assert (tmp_path / "server-state").read_text() == "1\n"
+    assert fake.sent == []  # nothing activated
+
+
+@pytest.mark.parametrize(("old_worker_at", "cut"), [("10.0.0.2:5432", 0), ("10.0.0.1:5432", 1)])
+def test_a_restarted_watcher_finishing_a_switch_spares_old_workers_already_at_the_new_address(
+    tmp_path: Path, fake: FakeHAProxy, old_worker_at: str, cut: int
+) -> None:
+    """A watcher killed after HAProxy took epoch 2 finishes on restart; an old worker whose
+    server is already at the new address holds clients of the new primary: not cut."""
+    first = make_sink(tmp_path, fake)
+    first.apply({"main": master(1, "10.0.0.1")})
+    (tmp_path / "haproxy.cfg").write_text(first.render({"main": master(2, "10.0.0.2")}))
+    fake.addresses[("main", "primary")] = "10.0.0.2:5432"
+    fake.replaced[100] = {("main", "primary"): old_worker_at}
+    fake.sessions[100] = {"0xa": ("main", "primary")}
+    fake.sent.clear()
+
+    restarted = make_sink(tmp_path, fake)
+    restarted.resume({"main": master(1, "10.0.0.1")})
+    result = restarted.apply({"main": master(2, "10.0.0.2")})
+
+    assert (result.changed, result.cut_sessions) == (True, cut)
+    assert len(fake.sessions[100]) == 1 - cut
+    assert not [line for line in fake.sent if "maint" in line]  # the switch was not redone

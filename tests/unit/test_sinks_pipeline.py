@@ -4,6 +4,7 @@ against files in tmp_path and small real commands."""
 from __future__ import annotations
 
 import os
+import resource
 import stat
 import time
 from pathlib import Path
@@ -219,3 +220,81 @@ def test_an_edited_template_is_rendered_anew(tmp_path: Path) -> None:
     template.write_text("two {{ x }}\n")
     os.utime(template, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     assert render(template, {"x": 2}) == "two 2\n"
+
+
+class RefusingSink(TemplateSink):
+    """A template sink whose program refuses the next file while the disk is full (a file
+    size limit of 1 byte stands in for it), so the old file cannot be put back either."""
+
+    refuse = False
+
+    def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
+        if self.refuse:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+            raise self.error("reload", "refused")
+        return super().activate(old_text, new_text)
+
+
+def test_a_file_that_could_not_be_put_back_is_activated_next_time_not_called_unchanged(
+    tmp_path: Path, reloads: Path
+) -> None:
+    settings = Settings.from_mapping(
+        {"name": "app", "src": str(CONF_D / "primary.env.j2"), "reload_cmd": str(reloads)}
+        | {"dest": str(tmp_path / "primary.env")},
+        "watch.yaml: sinks[0]",
+    )
+    app = RefusingSink(settings)
+    app.apply({"main": master()})
+    app.refuse = True
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        with pytest.raises(SinkError, match="restoring the old configuration failed"):
+            app.apply({"main": master(5433)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    assert "MAIN_PRIMARY_PORT=5433" in (tmp_path / "primary.env").read_text()
+    app.refuse = False
+
+    again = app.apply({"main": master(5433)})
+
+    assert (again.changed, again.action) == (True, "reload")
+    assert reload_count(tmp_path) == 2
+    assert app.apply({"main": master(5433)}).action == "unchanged"
+
+
+def test_a_file_swapped_in_just_before_a_crash_is_activated_after_a_restart(
+    tmp_path: Path, reloads: Path
+) -> None:
+    app = sink(tmp_path, reload_cmd=str(reloads))
+    app.apply({"main": master(5432)})
+    dest = tmp_path / "etc" / "app.conf"
+    dest.write_text("main=10.0.0.1:5433\n")  # swapped in, then the watcher died: no reload
+
+    restarted = sink(tmp_path, reload_cmd=str(reloads))
+    restarted.resume({"main": master(5432)})  # what the state file says it last applied
+
+    assert restarted.apply({"main": master(5433)}).action == "reload"
+    assert reload_count(tmp_path) == 2
+    assert restarted.apply({"main": master(5433)}).action == "unchanged"
+
+
+def test_a_resumed_sink_whose_file_is_what_it_applied_changes_nothing(
+    tmp_path: Path, reloads: Path
+) -> None:
+    sink(tmp_path, reload_cmd=str(reloads)).apply({"main": master(5432)})
+    restarted = sink(tmp_path, reload_cmd=str(reloads))
+    restarted.resume({"main": master(5432)})
+    assert restarted.apply({"main": master(5432)}).action == "unchanged"
+    assert reload_count(tmp_path) == 1
+
+
+def test_render_only_writes_a_missing_file_and_keeps_an_existing_one(
+    tmp_path: Path, reloads: Path
+) -> None:
+    app = sink(tmp_path, reload_cmd=str(reloads), check_cmd="/usr/bin/test -s {staged}")
+    dest = tmp_path / "etc" / "app.conf"
+    assert app.render_only({"main": master(5432)}) == f"wrote {dest}"
+    assert dest.read_text() == "main=10.0.0.1:5432\n"
+    assert app.render_only({"main": master(5433)}) == f"kept the existing {dest}"
+    assert dest.read_text() == "main=10.0.0.1:5432\n"
+    assert reload_count(tmp_path) == 0

@@ -40,15 +40,24 @@ def test_the_example_loads(tmp_path: Path) -> None:
     assert config.reconcile_interval_s == 5
     assert config.retry_backoff == Backoff(1, 30)
     assert config.state_file == tmp_path / "state.json"
+    assert config.start_wait_s == 5
     assert [sink.name for sink in config.sinks] == ["haproxy", "pgbouncer", "app-env"]
     assert config.metrics.port == 9188
 
 
 def test_defaults(tmp_path: Path) -> None:
     config = WatchConfig.load(
-        write(tmp_path, agent=None, reconcile_interval_s=None, retry_backoff=None, metrics=None)
+        write(
+            tmp_path,
+            agent=None,
+            reconcile_interval_s=None,
+            retry_backoff=None,
+            metrics=None,
+            start_wait_s=None,
+        )
     )
     assert config.agent == socket.gethostname()
+    assert config.start_wait_s == 5
     assert config.reconcile_interval_s == 5
     assert config.retry_backoff == Backoff(1, 30)
     assert config.metrics.port is None
@@ -110,3 +119,9 @@ def test_two_sinks_with_one_name_are_refused(tmp_path: Path) -> None:
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"absent.yaml: cannot read"):
         WatchConfig.load(tmp_path / "absent.yaml")
+
+
+def test_start_wait_is_bounded(tmp_path: Path) -> None:
+    path = write(tmp_path, start_wait_s=-1)
+    with pytest.raises(ConfigError, match=f"{path}: start_wait_s: must be >= 0"):
+        WatchConfig.load(path)

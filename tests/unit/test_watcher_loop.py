@@ -20,7 +20,7 @@ from agrajag.sinks import ApplyResult, SinkError
 from agrajag.watch.loop import Watcher
 from agrajag.watch.rules import Backoff, FailMode
 from agrajag.watch.settings import WatchConfig
-from agrajag.watch.state import Applied, load_state, save_state
+from agrajag.watch.state import Applied, State, load_state, save_state
 from tests.unit.test_watcher_rules import record
 
 CONNECTED = SessionChanged(Session.CONNECTED)
@@ -76,6 +76,10 @@ class FakeSink:
         self.applied: list[dict[str, MasterRecord]] = []
         self.attempts = 0
         self.failing = False
+        self.resumed: list[dict[str, MasterRecord]] = []
+
+    def resume(self, records: Mapping[str, MasterRecord]) -> None:
+        self.resumed.append(dict(records))
 
     def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult:
         self.attempts += 1
@@ -103,6 +107,7 @@ class Rig:
         *sink_names: str,
         fail_mode: FailMode = FailMode.OPEN,
         closed_after: float = 0.0,
+        start_wait: float = 5.0,
     ) -> None:
         self.state_file = tmp_path / "state.json"
         self.sinks = [FakeSink(name) for name in sink_names or ("a",)]
@@ -121,6 +126,7 @@ class Rig:
             retry_backoff=Backoff(1.0, 8.0),
             metrics=MetricsSettings(),
             sinks=tuple(self.sinks),
+            start_wait_s=start_wait,
         )
         self._watcher: Watcher | None = None
 
@@ -139,6 +145,9 @@ class Rig:
     def metric(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(name, labels)
 
+    def saved(self) -> State:
+        return load_state(self.state_file, ["main"], [sink.name for sink in self.sinks])
+
     @property
     def acked_epochs(self) -> list[int]:
         return [ack.applied_epoch for _, ack in self.registry.acks]
@@ -149,11 +158,20 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     yield Rig(tmp_path)
 
 
-def test_the_state_file_is_applied_before_zookeeper_answers(tmp_path: Path) -> None:
+def saved(**clusters: MasterRecord) -> State:
+    return State({c: Applied(r, "2026-11-22T00:00:00.000Z") for c, r in clusters.items()})
+
+
+def test_the_state_file_is_applied_when_zookeeper_does_not_answer_within_start_wait(
+    tmp_path: Path,
+) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, {"main": Applied(record(5), "2026-11-22T00:00:00.000Z")})
+    save_state(rig.state_file, saved(main=record(5)))
     rig.registry.session = Session.SUSPENDED
     rig.step(SUSPENDED)
+    assert rig.sinks[0].applied == []
+    assert rig.watcher.next_wake() == rig.clock.now + 5
+    rig.step(after=5)
     assert rig.sinks[0].applied == [{"main": record(5)}]
     assert rig.registry.reads == 0 and rig.registry.acks == []
     assert rig.metric("agrajag_watch_applied_epoch", cluster="main") == 5
@@ -162,7 +180,7 @@ def test_the_state_file_is_applied_before_zookeeper_answers(tmp_path: Path) -> N
 
 def test_a_restarted_watcher_acknowledges_its_state_once_connected(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, {"main": Applied(record(5), "2026-11-22T00:00:00.000Z")})
+    save_state(rig.state_file, saved(main=record(5)))
     rig.registry.publish(record(5))
     rig.step(CONNECTED)
     assert rig.registry.acks == [
@@ -182,7 +200,7 @@ def test_a_new_record_is_applied_saved_and_acknowledged(rig: Rig) -> None:
     rig.registry.publish(record(5))
     rig.step(Wake.CHANGED)
     assert rig.sinks[0].applied == [{"main": record(5)}]
-    assert load_state(rig.state_file, ["main"])["main"].record == record(5)
+    assert rig.saved().clusters["main"].record == record(5)
     cluster, ack = rig.registry.acks[-1]
     assert (cluster, ack.agent, ack.applied_epoch, ack.sinks) == (
         "main",
@@ -258,7 +276,7 @@ def test_a_failing_sink_is_retried_with_backoff_and_the_others_go_on(tmp_path: P
     rig.registry.publish(record(5))
     rig.step(CONNECTED)
     assert ok.applied == [{"main": record(5)}] and broken.attempts == 1
-    assert not rig.state_file.exists()  # not every sink has epoch 5
+    assert rig.saved() == State({}, {"ok": {"main": record(5)}})  # not every sink has it
     assert rig.registry.acks == []
     assert rig.watcher.next_wake() == rig.clock.now + 1.0
 
@@ -271,7 +289,7 @@ def test_a_failing_sink_is_retried_with_backoff_and_the_others_go_on(tmp_path: P
     broken.failing = False
     rig.step(after=2.0)
     assert broken.applied == [{"main": record(5)}]
-    assert load_state(rig.state_file, ["main"])["main"].record == record(5)
+    assert rig.saved().clusters["main"].record == record(5)
     assert rig.registry.acks[-1][1].sinks == {"broken": "written", "ok": "written"}
     assert rig.metric("agrajag_watch_applies_total", sink="broken", result="failed") == 2
 
@@ -331,7 +349,8 @@ def test_fail_closed_routes_nowhere_after_the_grace_period_and_reopens_on_reconn
     assert rig.watcher.next_wake() == rig.clock.now + 0.1  # then the end of the grace period
     rig.step(after=0.1)
     assert rig.sinks[0].applied[-1] == {}
-    assert load_state(rig.state_file, ["main"])["main"].record == record(5)  # kept for later
+    assert rig.saved().clusters["main"].record == record(5)  # kept for later
+    assert rig.saved().sinks["a"] == {}  # what the sink has now
 
     rig.registry.session = Session.CONNECTED
     rig.step(CONNECTED, after=60)
@@ -342,12 +361,13 @@ def test_fail_closed_routes_nowhere_after_the_grace_period_and_reopens_on_reconn
 def test_fail_closed_started_during_an_outage_routes_its_state_for_the_grace_period(
     tmp_path: Path,
 ) -> None:
-    rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10)
-    save_state(rig.state_file, {"main": Applied(record(5), "2026-11-22T00:00:00.000Z")})
+    rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10, start_wait=2)
+    save_state(rig.state_file, saved(main=record(5)))
     rig.registry.session = Session.SUSPENDED
     rig.step()
+    rig.step(after=2)
     assert rig.sinks[0].applied == [{"main": record(5)}]
-    rig.step(after=10)
+    rig.step(after=8)
     assert rig.sinks[0].applied[-1] == {}
 
 
@@ -411,3 +431,76 @@ def test_the_inbox_wakes_the_loop_from_another_thread_and_times_out_otherwise() 
         assert inbox.wait(0) == []
     finally:
         inbox.close()
+
+
+def test_a_restart_starts_from_the_newest_record_any_sink_applied(tmp_path: Path) -> None:
+    """The issue's sequence: epoch 2 reached sink `h` but not `p`, so the acknowledged state
+    is still epoch 1; a restart during an outage must not move `h` back to epoch 1."""
+    rig = Rig(tmp_path, "h", "p")
+    h, p = rig.sinks
+    save_state(
+        rig.state_file,
+        State(saved(main=record(1)).clusters, {"h": {"main": record(2, node=2)}, "p": {}}),
+    )
+    rig.registry.session = Session.SUSPENDED
+    rig.step(SUSPENDED)
+    rig.step(after=5)
+    assert h.resumed == [{"main": record(2, node=2)}] and p.resumed == [{}]
+    assert h.applied == p.applied == [{"main": record(2, node=2)}]
+    assert rig.saved().clusters["main"].record == record(2, node=2)
+
+
+def test_zookeeper_answering_within_start_wait_is_applied_without_the_state_file(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, saved(main=record(1)))
+    rig.registry.session = Session.SUSPENDED
+    rig.step(SUSPENDED)
+    rig.registry.session = Session.CONNECTED
+    rig.registry.publish(record(3, node=3))
+    rig.step(CONNECTED, after=1)
+    assert rig.sinks[0].applied == [{"main": record(3, node=3)}]
+
+
+def test_each_sink_is_saved_before_the_next_one_is_tried(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, "first", "second")
+    seen: list[State] = []
+
+    def second(records: Mapping[str, MasterRecord]) -> ApplyResult:
+        seen.append(rig.saved())
+        raise SinkError("second", "reload", "/etc/fake", "hangs, then the host loses power")
+
+    rig.sinks[1].apply = second  # type: ignore[method-assign]
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    assert seen == [State({}, {"first": {"main": record(5)}})]
+
+
+def test_an_older_record_never_reaches_a_sink_that_has_a_newer_one(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, State({}, {"a": {"main": record(4, node=2)}}))
+    rig.registry.publish(record(3))  # ZooKeeper restored from an old snapshot, say
+    rig.step(CONNECTED)
+    assert rig.sinks[0].applied == [{"main": record(4, node=2)}]
+    assert rig.metric("agrajag_watch_refused_records_total", cluster="main", reason="stale_epoch")
+
+
+def test_known_records_come_from_zookeeper_when_it_answers(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, saved(main=record(4)))
+    rig.registry.publish(record(5, node=2))
+    assert rig.watcher.known_records() == {"main": record(5, node=2)}
+    assert rig.sinks[0].attempts == 0 and rig.registry.acks == []
+
+
+def test_known_records_fall_back_to_the_state_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, saved(main=record(4)))
+    rig.registry.session = Session.SUSPENDED
+    with caplog.at_level(logging.WARNING):
+        assert rig.watcher.known_records() == {"main": record(4)}
+    assert f"using the state file {rig.state_file}" in caplog.text
+    assert rig.sinks[0].attempts == 0

@@ -66,6 +66,12 @@ class NoopSink:
     def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult:
         return ApplyResult(changed=True, action="noop")
 
+    def resume(self, records: Mapping[str, MasterRecord]) -> None:
+        pass
+
+    def render_only(self, records: Mapping[str, MasterRecord]) -> str:
+        return "noop"
+
 
 def make_sink(kind: str, agent: str, home: Path) -> Sink:
     if kind == "noop":

@@ -70,6 +70,7 @@ class WatchProc:
         conf = example("watch.example.yaml")
         conf["sinks"] = [template_sink]
         conf.update(agent=agent, state_file=str(self.state_file), reconcile_interval_s=1)
+        conf.update(start_wait_s=1)
         conf["zookeeper"].update(hosts=zk_hosts, session_timeout_s=4, call_timeout_s=1)
         self.metrics_port = free_port()
         conf["metrics"] = {"address": "127.0.0.1", "port": self.metrics_port}
@@ -134,6 +135,11 @@ class Publisher:
             return None
         return WatcherAck.from_json(data, source=path)
 
+    def ack_owner(self, agent: str, cluster: str = "main") -> int | None:
+        """The ZooKeeper session that owns `watchers/<agent>`; None when there is none."""
+        stat = self.client.retry(self.client.exists, f"{ROOT}/{cluster}/watchers/{agent}")
+        return None if stat is None else int(stat.ephemeralOwner)
+
     def acked_epoch(self, agent: str, cluster: str = "main") -> int | None:
         ack = self.ack(agent, cluster)
         return None if ack is None else ack.applied_epoch
@@ -175,3 +181,14 @@ def greeting(port: int, timeout: float = 5.0) -> tuple[socket.socket, str]:
     """Connect to 127.0.0.1:port and read the backend's name; the socket stays open."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return sock, sock.recv(64).decode().strip()
+
+
+def still_open(sock: socket.socket) -> bool:
+    """No EOF nor reset within a moment: nobody has cut this session."""
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(64) != b""
+    except TimeoutError:
+        return True
+    except ConnectionResetError:
+        return False

@@ -185,6 +185,16 @@ class Section:
                 raise self.error(f"{key}[{i}]", f"must be a non-empty string, got {item!r}")
         return list(value)
 
+    def name_list(self, key: str, default: Any = _MISSING) -> list[str]:
+        """A list of distinct plain names (clusters a watcher or a sink follows)."""
+        names = self.string_list(key, default)
+        for i, name in enumerate(names):
+            if not is_plain_name(name):
+                raise self.error(f"{key}[{i}]", f"must be a plain name, got {name!r}")
+            if name in names[:i]:
+                raise self.error(f"{key}[{i}]", f"{name!r} is listed twice")
+        return names
+
     def section(self, key: str, default: Any = _MISSING) -> Section:
         value = self._value(key, {} if default is not _MISSING else _MISSING)
         if not isinstance(value, Mapping):

@@ -28,7 +28,7 @@ from agrajag.atomic import install, read_or_none, replace_file, stage
 from agrajag.command import CommandError, run
 from agrajag.config import Problems, Section
 from agrajag.errors import AgrajagError
-from agrajag.record import MasterRecord, is_plain_name
+from agrajag.record import MasterRecord
 
 T = TypeVar("T")
 
@@ -161,13 +161,7 @@ def _dest(s: Section) -> Path:
 
 
 def _clusters(s: Section) -> frozenset[str] | None:
-    if s.data.get("clusters") is None:
-        return None
-    clusters = s.string_list("clusters")
-    for i, cluster in enumerate(clusters):
-        if not is_plain_name(cluster):
-            raise s.error(f"clusters[{i}]", f"must be a plain name, got {cluster!r}")
-    return frozenset(clusters)
+    return None if s.data.get("clusters") is None else frozenset(s.name_list("clusters"))
 
 
 @dataclass(frozen=True, slots=True)

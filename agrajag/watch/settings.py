@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 
 from agrajag.config import MetricsSettings, Problems, Section, ZooKeeperSettings, load_yaml
-from agrajag.record import is_plain_name
 from agrajag.sinks import Sink, build_sink
 from agrajag.watch.rules import Backoff, FailMode
 
@@ -38,14 +37,9 @@ def _backoff(s: Section) -> Backoff:
 
 
 def _clusters(s: Section) -> tuple[str, ...]:
-    names = s.string_list("clusters")
+    names = s.name_list("clusters")
     if not names:
         raise s.error("clusters", "must name at least one cluster")
-    for i, name in enumerate(names):
-        if not is_plain_name(name):
-            raise s.error(f"clusters[{i}]", f"must be a plain name, got {name!r}")
-        if name in names[:i]:
-            raise s.error(f"clusters[{i}]", f"{name!r} is listed twice")
     return tuple(names)
 
 

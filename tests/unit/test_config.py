@@ -9,7 +9,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agrajag.config import MetricsSettings
+from agrajag.config import MetricsSettings, Section
 from agrajag.daemon.settings import DaemonSettings
 from agrajag.errors import ConfigError
 from agrajag.metrics import serve
@@ -84,3 +84,17 @@ def test_a_metrics_port_in_use_is_a_config_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"metrics: cannot listen on 127.0.0.1:{port}"):
             serve(MetricsSettings(port=port), CollectorRegistry())
+
+
+@pytest.mark.parametrize(
+    ("clusters", "message"),
+    [
+        (["main", "main"], r"watch.yaml: sinks\[0\].clusters\[1\]: 'main' is listed twice"),
+        (["main", "a b"], r"watch.yaml: sinks\[0\].clusters\[1\]: must be a plain name, got 'a b'"),
+        ("main", r"watch.yaml: sinks\[0\].clusters: must be a list"),
+    ],
+)
+def test_a_list_of_names_is_checked_name_by_name(clusters: object, message: str) -> None:
+    section = Section({"clusters": clusters}, "watch.yaml", "sinks[0].")
+    with pytest.raises(ConfigError, match=message):
+        section.name_list("clusters")

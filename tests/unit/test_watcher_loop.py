@@ -21,7 +21,7 @@ from agrajag.watch.loop import Watcher
 from agrajag.watch.rules import Backoff, FailMode
 from agrajag.watch.settings import WatchConfig
 from agrajag.watch.state import Applied, State, load_state, save_state
-from tests.unit.test_watcher_rules import record
+from tests.factories import master_record
 
 CONNECTED = SessionChanged(Session.CONNECTED)
 SUSPENDED = SessionChanged(Session.SUSPENDED)
@@ -166,13 +166,13 @@ def test_the_state_file_is_applied_when_zookeeper_does_not_answer_within_start_w
     tmp_path: Path,
 ) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, saved(main=record(5)))
+    save_state(rig.state_file, saved(main=master_record(epoch=5)))
     rig.registry.session = Session.SUSPENDED
     rig.step(SUSPENDED)
     assert rig.sinks[0].applied == []
     assert rig.watcher.next_wake() == rig.clock.now + 5
     rig.step(after=5)
-    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=5)}]
     assert rig.registry.reads == 0 and rig.registry.acks == []
     assert rig.metric("agrajag_watch_applied_epoch", cluster="main") == 5
     assert rig.metric("agrajag_watch_fail_mode", agrajag_watch_fail_mode="open") == 1
@@ -180,8 +180,8 @@ def test_the_state_file_is_applied_when_zookeeper_does_not_answer_within_start_w
 
 def test_a_restarted_watcher_acknowledges_its_state_once_connected(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, saved(main=record(5)))
-    rig.registry.publish(record(5))
+    save_state(rig.state_file, saved(main=master_record(epoch=5)))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     assert rig.registry.acks == [
         ("main", WatcherAck("app1", 5, "2026-11-22T00:00:00.000Z", {"a": "written"}))
@@ -197,10 +197,10 @@ def test_with_nothing_known_the_sinks_are_left_alone(rig: Rig) -> None:
 
 def test_a_new_record_is_applied_saved_and_acknowledged(rig: Rig) -> None:
     rig.step(CONNECTED)
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(Wake.CHANGED)
-    assert rig.sinks[0].applied == [{"main": record(5)}]
-    assert rig.saved().clusters["main"].record == record(5)
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=5)}]
+    assert rig.saved().clusters["main"].record == master_record(epoch=5)
     cluster, ack = rig.registry.acks[-1]
     assert (cluster, ack.agent, ack.applied_epoch, ack.sinks) == (
         "main",
@@ -214,7 +214,7 @@ def test_a_new_record_is_applied_saved_and_acknowledged(rig: Rig) -> None:
 
 
 def test_rereading_the_same_record_applies_and_acknowledges_nothing_new(rig: Rig) -> None:
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     rig.step(Wake.CHANGED)
     rig.step(after=5)
@@ -223,29 +223,29 @@ def test_rereading_the_same_record_applies_and_acknowledges_nothing_new(rig: Rig
 
 
 def test_a_failover_is_followed(rig: Rig) -> None:
-    rig.registry.publish(record(5, node=1))
+    rig.registry.publish(master_record(epoch=5, node=1))
     rig.step(CONNECTED)
-    rig.registry.publish(record(6, node=2))
+    rig.registry.publish(master_record(epoch=6, node=2))
     rig.step(Wake.CHANGED)
-    assert rig.sinks[0].applied[-1] == {"main": record(6, node=2)}
+    assert rig.sinks[0].applied[-1] == {"main": master_record(epoch=6, node=2)}
     assert rig.acked_epochs == [5, 6]
 
 
 def test_the_master_is_reread_on_the_reconcile_timer_without_a_wake_up(rig: Rig) -> None:
     rig.step(CONNECTED)
-    rig.registry.publish(record(5))  # a watch event lost, as confd's are
+    rig.registry.publish(master_record(epoch=5))  # a watch event lost, as confd's are
     rig.step(after=4.9)
     assert rig.sinks[0].applied == []
     rig.step(after=0.1)
-    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=5)}]
 
 
 @pytest.mark.parametrize(
     ("publish", "reason"),
     [
         (lambda r: r.corrupt("main", "/agrajag/main/master: key 'host' must be ..."), "invalid"),
-        (lambda r: r.publish(record(4, node=2)), "stale_epoch"),
-        (lambda r: r.publish(record(7, node=2, cluster="other")), "wrong_cluster"),
+        (lambda r: r.publish(master_record(epoch=4, node=2)), "stale_epoch"),
+        (lambda r: r.publish(master_record(epoch=7, node=2, cluster="other")), "wrong_cluster"),
     ],
 )
 def test_a_refused_record_keeps_the_last_good_config_and_is_reported_once(
@@ -254,13 +254,13 @@ def test_a_refused_record_keeps_the_last_good_config_and_is_reported_once(
     publish: Callable[[FakeRegistry], None],
     reason: str,
 ) -> None:
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     publish(rig.registry)
     with caplog.at_level(logging.WARNING):
         rig.step(Wake.CHANGED)
         rig.step(after=5)
-    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=5)}]
     assert rig.acked_epochs == [5]
     assert rig.metric("agrajag_watch_refused_records_total", cluster="main", reason=reason) == 1
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
@@ -273,10 +273,12 @@ def test_a_failing_sink_is_retried_with_backoff_and_the_others_go_on(tmp_path: P
     rig = Rig(tmp_path, "broken", "ok")
     broken, ok = rig.sinks
     broken.failing = True
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
-    assert ok.applied == [{"main": record(5)}] and broken.attempts == 1
-    assert rig.saved() == State({}, {"ok": {"main": record(5)}})  # not every sink has it
+    assert ok.applied == [{"main": master_record(epoch=5)}] and broken.attempts == 1
+    assert rig.saved() == State(
+        {}, {"ok": {"main": master_record(epoch=5)}}
+    )  # not every sink has it
     assert rig.registry.acks == []
     assert rig.watcher.next_wake() == rig.clock.now + 1.0
 
@@ -288,8 +290,8 @@ def test_a_failing_sink_is_retried_with_backoff_and_the_others_go_on(tmp_path: P
 
     broken.failing = False
     rig.step(after=2.0)
-    assert broken.applied == [{"main": record(5)}]
-    assert rig.saved().clusters["main"].record == record(5)
+    assert broken.applied == [{"main": master_record(epoch=5)}]
+    assert rig.saved().clusters["main"].record == master_record(epoch=5)
     assert rig.registry.acks[-1][1].sinks == {"broken": "written", "ok": "written"}
     assert rig.metric("agrajag_watch_applies_total", sink="broken", result="failed") == 2
 
@@ -299,17 +301,17 @@ def test_a_sink_raising_an_os_error_is_retried_like_any_failure(rig: Rig) -> Non
         raise PermissionError(13, "Permission denied", "/etc/fake.cfg")
 
     rig.sinks[0].apply = broken  # type: ignore[method-assign]
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     assert rig.metric("agrajag_watch_applies_total", sink="a", result="failed") == 1
     assert rig.watcher.next_wake() == rig.clock.now + 1.0
 
 
 def test_a_failing_sink_reports_its_failure_in_the_acknowledgement(rig: Rig) -> None:
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     rig.sinks[0].failing = True
-    rig.registry.publish(record(6, node=2))
+    rig.registry.publish(master_record(epoch=6, node=2))
     rig.step(Wake.CHANGED)
     _, ack = rig.registry.acks[-1]
     assert ack.applied_epoch == 5
@@ -318,20 +320,20 @@ def test_a_failing_sink_reports_its_failure_in_the_acknowledgement(rig: Rig) -> 
 
 def test_a_new_record_is_tried_at_once_even_while_a_sink_backs_off(rig: Rig) -> None:
     rig.sinks[0].failing = True
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
-    rig.registry.publish(record(6, node=2))
+    rig.registry.publish(master_record(epoch=6, node=2))
     rig.step(Wake.CHANGED)
     assert rig.sinks[0].attempts == 2
 
 
 def test_fail_open_keeps_routing_while_zookeeper_is_unreachable(rig: Rig) -> None:
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     rig.registry.session = Session.SUSPENDED
     rig.step(SUSPENDED)
     rig.step(after=3600)
-    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=5)}]
     assert rig.metric("agrajag_watch_registry_connected") == 0
 
 
@@ -339,22 +341,22 @@ def test_fail_closed_routes_nowhere_after_the_grace_period_and_reopens_on_reconn
     tmp_path: Path,
 ) -> None:
     rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10)
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     rig.registry.session = Session.SUSPENDED
     rig.step(SUSPENDED, after=1)
     assert rig.watcher.next_wake() == rig.clock.now + 5  # the reconcile comes first
     rig.step(after=8.9)
-    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=5)}]
     assert rig.watcher.next_wake() == rig.clock.now + 0.1  # then the end of the grace period
     rig.step(after=0.1)
     assert rig.sinks[0].applied[-1] == {}
-    assert rig.saved().clusters["main"].record == record(5)  # kept for later
+    assert rig.saved().clusters["main"].record == master_record(epoch=5)  # kept for later
     assert rig.saved().sinks["a"] == {}  # what the sink has now
 
     rig.registry.session = Session.CONNECTED
     rig.step(CONNECTED, after=60)
-    assert rig.sinks[0].applied[-1] == {"main": record(5)}
+    assert rig.sinks[0].applied[-1] == {"main": master_record(epoch=5)}
     assert rig.acked_epochs == [5, 5]  # the new session acknowledges again
 
 
@@ -362,18 +364,18 @@ def test_fail_closed_started_during_an_outage_routes_its_state_for_the_grace_per
     tmp_path: Path,
 ) -> None:
     rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10, start_wait=2)
-    save_state(rig.state_file, saved(main=record(5)))
+    save_state(rig.state_file, saved(main=master_record(epoch=5)))
     rig.registry.session = Session.SUSPENDED
     rig.step()
     rig.step(after=2)
-    assert rig.sinks[0].applied == [{"main": record(5)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=5)}]
     rig.step(after=8)
     assert rig.sinks[0].applied[-1] == {}
 
 
 def test_fail_closed_counts_unanswered_reads_as_silence(tmp_path: Path) -> None:
     rig = Rig(tmp_path, fail_mode=FailMode.CLOSED, closed_after=10)
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
 
     def frozen(cluster: str) -> Current:
@@ -386,14 +388,14 @@ def test_fail_closed_counts_unanswered_reads_as_silence(tmp_path: Path) -> None:
 
 
 def test_a_reconnected_session_acknowledges_again(rig: Rig) -> None:
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     rig.step(CONNECTED)
     assert rig.acked_epochs == [5, 5]
 
 
 def test_an_unavailable_acknowledgement_is_retried_at_the_next_step(rig: Rig) -> None:
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
     rig.registry.acks.clear()
 
@@ -409,7 +411,7 @@ def test_an_unavailable_acknowledgement_is_retried_at_the_next_step(rig: Rig) ->
 
 
 def test_stop_ends_the_step_without_touching_anything(rig: Rig) -> None:
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(Wake.STOP, CONNECTED)
     assert rig.watcher.stopping
     assert rig.registry.reads == 0 and rig.sinks[0].attempts == 0
@@ -440,27 +442,30 @@ def test_a_restart_starts_from_the_newest_record_any_sink_applied(tmp_path: Path
     h, p = rig.sinks
     save_state(
         rig.state_file,
-        State(saved(main=record(1)).clusters, {"h": {"main": record(2, node=2)}, "p": {}}),
+        State(
+            saved(main=master_record(epoch=1)).clusters,
+            {"h": {"main": master_record(epoch=2, node=2)}, "p": {}},
+        ),
     )
     rig.registry.session = Session.SUSPENDED
     rig.step(SUSPENDED)
     rig.step(after=5)
-    assert h.resumed == [{"main": record(2, node=2)}] and p.resumed == [{}]
-    assert h.applied == p.applied == [{"main": record(2, node=2)}]
-    assert rig.saved().clusters["main"].record == record(2, node=2)
+    assert h.resumed == [{"main": master_record(epoch=2, node=2)}] and p.resumed == [{}]
+    assert h.applied == p.applied == [{"main": master_record(epoch=2, node=2)}]
+    assert rig.saved().clusters["main"].record == master_record(epoch=2, node=2)
 
 
 def test_zookeeper_answering_within_start_wait_is_applied_without_the_state_file(
     tmp_path: Path,
 ) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, saved(main=record(1)))
+    save_state(rig.state_file, saved(main=master_record(epoch=1)))
     rig.registry.session = Session.SUSPENDED
     rig.step(SUSPENDED)
     rig.registry.session = Session.CONNECTED
-    rig.registry.publish(record(3, node=3))
+    rig.registry.publish(master_record(epoch=3, node=3))
     rig.step(CONNECTED, after=1)
-    assert rig.sinks[0].applied == [{"main": record(3, node=3)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=3, node=3)}]
 
 
 def test_each_sink_is_saved_before_the_next_one_is_tried(tmp_path: Path) -> None:
@@ -472,25 +477,25 @@ def test_each_sink_is_saved_before_the_next_one_is_tried(tmp_path: Path) -> None
         raise SinkError("second", "reload", "/etc/fake", "hangs, then the host loses power")
 
     rig.sinks[1].apply = second  # type: ignore[method-assign]
-    rig.registry.publish(record(5))
+    rig.registry.publish(master_record(epoch=5))
     rig.step(CONNECTED)
-    assert seen == [State({}, {"first": {"main": record(5)}})]
+    assert seen == [State({}, {"first": {"main": master_record(epoch=5)}})]
 
 
 def test_an_older_record_never_reaches_a_sink_that_has_a_newer_one(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, State({}, {"a": {"main": record(4, node=2)}}))
-    rig.registry.publish(record(3))  # ZooKeeper restored from an old snapshot, say
+    save_state(rig.state_file, State({}, {"a": {"main": master_record(epoch=4, node=2)}}))
+    rig.registry.publish(master_record(epoch=3))  # ZooKeeper restored from an old snapshot, say
     rig.step(CONNECTED)
-    assert rig.sinks[0].applied == [{"main": record(4, node=2)}]
+    assert rig.sinks[0].applied == [{"main": master_record(epoch=4, node=2)}]
     assert rig.metric("agrajag_watch_refused_records_total", cluster="main", reason="stale_epoch")
 
 
 def test_known_records_come_from_zookeeper_when_it_answers(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, saved(main=record(4)))
-    rig.registry.publish(record(5, node=2))
-    assert rig.watcher.known_records() == {"main": record(5, node=2)}
+    save_state(rig.state_file, saved(main=master_record(epoch=4)))
+    rig.registry.publish(master_record(epoch=5, node=2))
+    assert rig.watcher.known_records() == {"main": master_record(epoch=5, node=2)}
     assert rig.sinks[0].attempts == 0 and rig.registry.acks == []
 
 
@@ -498,9 +503,9 @@ def test_known_records_fall_back_to_the_state_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = Rig(tmp_path)
-    save_state(rig.state_file, saved(main=record(4)))
+    save_state(rig.state_file, saved(main=master_record(epoch=4)))
     rig.registry.session = Session.SUSPENDED
     with caplog.at_level(logging.WARNING):
-        assert rig.watcher.known_records() == {"main": record(4)}
+        assert rig.watcher.known_records() == {"main": master_record(epoch=4)}
     assert f"using the state file {rig.state_file}" in caplog.text
     assert rig.sinks[0].attempts == 0

@@ -17,60 +17,49 @@ from agrajag.watch.rules import (
     accept,
     routed,
 )
-
-
-def record(epoch: int = 5, node: int = 1, cluster: str = "main") -> MasterRecord:
-    return MasterRecord(
-        cluster=cluster,
-        epoch=epoch,
-        node_id=node,
-        node=f"node{node}",
-        host=f"10.0.0.{node}",
-        port=5432,
-        timeline=1,
-        published_by="node1",
-        published_at="2026-11-22T00:00:00.000Z",
-    )
+from tests.factories import master_record
 
 
 def test_the_first_record_is_accepted() -> None:
-    assert accept("main", record(), None) == Accepted(record(), changed=True)
+    assert accept("main", master_record(), None) == Accepted(master_record(), changed=True)
 
 
 def test_a_higher_epoch_replaces_the_last_record() -> None:
-    assert accept("main", record(6, node=2), record(5)) == Accepted(record(6, node=2), True)
+    assert accept("main", master_record(epoch=6, node=2), master_record(epoch=5)) == Accepted(
+        master_record(epoch=6, node=2), True
+    )
 
 
 def test_the_same_master_again_changes_nothing_and_keeps_the_last_record() -> None:
-    last = record(5)
+    last = master_record(epoch=5)
     again = replace(last, published_at="2026-11-22T01:00:00.000Z")
     verdict = accept("main", again, last)
     assert verdict == Accepted(last, changed=False)
 
 
 def test_a_lower_epoch_is_refused_as_stale() -> None:
-    verdict = accept("main", record(4, node=2), record(5))
+    verdict = accept("main", master_record(epoch=4, node=2), master_record(epoch=5))
     assert isinstance(verdict, Refused)
     assert verdict.reason is Reason.STALE_EPOCH
     assert "epoch 4 is lower than epoch 5" in verdict.detail
 
 
 def test_the_same_epoch_naming_another_master_is_refused() -> None:
-    verdict = accept("main", record(5, node=2), record(5, node=1))
+    verdict = accept("main", master_record(epoch=5, node=2), master_record(epoch=5, node=1))
     assert isinstance(verdict, Refused)
     assert verdict.reason is Reason.STALE_EPOCH
     assert "already names node1 at 10.0.0.1:5432" in verdict.detail
 
 
 def test_a_record_of_another_cluster_is_refused() -> None:
-    verdict = accept("main", record(cluster="other"), None)
+    verdict = accept("main", master_record(cluster="other"), None)
     assert verdict == Refused(
         Reason.WRONG_CLUSTER, "the record names cluster 'other', its znode belongs to 'main'"
     )
 
 
 def test_an_unreadable_znode_is_refused_as_invalid() -> None:
-    assert accept("main", "key 'port' must be int", record()) == Refused(
+    assert accept("main", "key 'port' must be int", master_record()) == Refused(
         Reason.INVALID, "key 'port' must be int"
     )
 
@@ -79,7 +68,7 @@ def test_an_unreadable_znode_is_refused_as_invalid() -> None:
 def test_the_followed_epoch_never_goes_back(reads: list[tuple[int, int]]) -> None:
     last: MasterRecord | None = None
     for epoch, node in reads:
-        verdict = accept("main", record(epoch, node), last)
+        verdict = accept("main", master_record(node, epoch), last)
         if isinstance(verdict, Accepted):
             assert last is None or verdict.record.epoch >= last.epoch
             assert last is None or verdict.record.epoch > last.epoch or not verdict.changed
@@ -87,11 +76,11 @@ def test_the_followed_epoch_never_goes_back(reads: list[tuple[int, int]]) -> Non
 
 
 def test_fail_open_routes_the_last_record_however_long_zookeeper_is_silent() -> None:
-    assert routed({"main": record()}, FailMode.OPEN, 1e9, 0) == {"main": record()}
+    assert routed({"main": master_record()}, FailMode.OPEN, 1e9, 0) == {"main": master_record()}
 
 
 def test_fail_closed_routes_until_the_grace_period_ends_then_nothing() -> None:
-    accepted = {"main": record()}
+    accepted = {"main": master_record()}
     assert routed(accepted, FailMode.CLOSED, 29.9, 30) == accepted
     assert routed(accepted, FailMode.CLOSED, 30, 30) == {}
 

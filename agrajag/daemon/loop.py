@@ -364,6 +364,12 @@ def run_daemon(config_path: str) -> int:
     settings = DaemonSettings.load(config_path)
     metrics = DaemonMetrics()
     port = serve(settings.metrics, metrics.registry)
+    inbox = Inbox()
+    # Before ZooKeeper: a wrong socket path is a configuration error, reported at once.
+    listener = WakeupListener(
+        settings.wakeup_socket,
+        lambda event: inbox.post(Notified(str(event.get("event", "")), time.monotonic())),
+    )
     zk = settings.zookeeper
     registry = Registry.connect(
         zk.hosts,
@@ -372,12 +378,7 @@ def run_daemon(config_path: str) -> int:
         call_timeout=zk.call_timeout_s,
         start_timeout=zk.call_timeout_s,
     )
-    inbox = Inbox()
     daemon = Daemon(settings, registry, metrics, inbox, config_path=config_path)
-    listener = WakeupListener(
-        settings.wakeup_socket,
-        lambda event: inbox.post(Notified(str(event.get("event", "")), time.monotonic())),
-    )
     signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: inbox.post(Wake.STOP))

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from agrajag.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 4096
@@ -52,11 +54,20 @@ class WakeupListener:
     def __init__(self, path: str, on_event: Callable[[dict[str, str]], None], mode: int = 0o666):
         self.path = path
         self.on_event = on_event
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(path).parent
+        if not directory.is_dir():
+            raise ConfigError(
+                f"wakeup_socket {path}: directory {directory} does not exist (create it, "
+                "owned by the daemon's user, e.g. systemd's RuntimeDirectory=agrajag)"
+            )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
+        try:
+            self.sock.bind(path)
+        except OSError as exc:
+            self.sock.close()
+            raise ConfigError(f"wakeup_socket {path}: cannot listen: {exc.strerror}") from None
         self.sock.settimeout(0.2)  # so that close() is noticed without a wake-up
         self._closed = threading.Event()
         # repmgr runs the hook as the PostgreSQL user, not as the daemon's user.

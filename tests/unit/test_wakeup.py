@@ -22,7 +22,7 @@ def test_notify_delivers_the_event_to_the_listener(tmp_path: Path) -> None:
         received.append(event)
         got.set()
 
-    path = str(tmp_path / "run" / "main.sock")
+    path = str(tmp_path / "main.sock")
     listener = WakeupListener(path, on_event)
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666  # repmgr runs as postgres

@@ -30,6 +30,7 @@ class FakeRegistry:
     fail: dict[str, RegistryError] = field(default_factory=dict)
     rival: MasterRecord | None = None
     published: list[tuple[MasterRecord, int, int]] = field(default_factory=list)
+    acks: dict[str, int] = field(default_factory=dict)  # watcher -> applied epoch
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail:
@@ -52,8 +53,12 @@ class FakeRegistry:
 
     def read_master(self, cluster: str) -> Current:
         self._maybe_fail("read_master")
-        last = max([r.epoch for r in self.history], default=0)
-        return Current(self.master, self.version, last)
+        return Current(self.master, self.version, self.master.epoch if self.master else 0)
+
+    def epoch_floor(self, cluster: str) -> int:
+        self._maybe_fail("epoch_floor")
+        epochs = [r.epoch for r in self.history] + list(self.acks.values())
+        return max([self.master.epoch if self.master else 0, *epochs])
 
     def guard_version(self, cluster: str, node: str) -> int | None:
         return self.nodes.get(node)

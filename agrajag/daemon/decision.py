@@ -58,6 +58,7 @@ class Situation:
     current: Current | Refuse
     guard_version: int | None
     now: str
+    epoch_floor: int = 0  # the highest epoch seen anywhere (rule 6); read before a publish
 
 
 def decide(s: Situation) -> Decision:
@@ -83,7 +84,8 @@ def decide(s: Situation) -> Decision:
             f"{candidate.name} is on timeline {timeline}, "
             f"{published.node} was published on timeline {published.timeline}",
         )
-    record = _record(s, candidate, timeline, epoch=s.current.last_epoch + 1)
+    # Rule 6: higher than any epoch the registry shows or this daemon has seen.
+    record = _record(s, candidate, timeline, epoch=max(s.current.last_epoch, s.epoch_floor) + 1)
     if record.same_master(published):
         assert published is not None
         return Unchanged(published)

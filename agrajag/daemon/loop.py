@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from agrajag import __version__
@@ -71,6 +72,8 @@ class DaemonRegistry(Protocol):
     def read_master(self, cluster: str) -> Current: ...
 
     def guard_version(self, cluster: str, node: str) -> int | None: ...
+
+    def epoch_floor(self, cluster: str) -> int: ...
 
     def live_nodes(self, cluster: str) -> list[str]: ...
 
@@ -132,6 +135,9 @@ class Daemon:
         self._woken_at: float | None = None
         self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
+        #: The highest epoch this daemon has read or written: a floor that survives a wiped
+        #: registry (rule 6), so watchers never see an epoch go back while daemons run.
+        self.highest_epoch = 0
         self._export_session(registry.session)
 
     # -- one round -------------------------------------------------------------------------
@@ -151,7 +157,7 @@ class Daemon:
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
                 self._lap("repmgr")
-                decision = self._act(decide(self._situation(view)))
+                decision = self._act(self._decide(self._situation(view)))
                 self._lap("publish")
         self._log(decision, trigger)
         self._log_laps(trigger)
@@ -189,6 +195,20 @@ class Daemon:
             now=utc_now(),
         )
 
+    def _decide(self, situation: Situation) -> Decision:
+        """decide(), with the registry's whole epoch floor read when a publish is in sight
+        (rule 6): reading every history entry and acknowledgement each round would cost a
+        read per entry per daemon per poll."""
+        decision = decide(situation)
+        if not isinstance(decision, Publish):
+            return decision
+        try:
+            floor = self.registry.epoch_floor(self.settings.cluster)
+        except RegistryError as exc:
+            return refusal(exc, "reading the epoch floor failed: ")
+        self.highest_epoch = max(self.highest_epoch, floor)
+        return decide(replace(situation, epoch_floor=self.highest_epoch))
+
     def _check(self, view: ClusterView) -> ProbeRound:
         check = self.settings.check
         targets = [
@@ -223,6 +243,7 @@ class Daemon:
         except RegistryError as exc:
             log.warning("cluster=%s registry not usable: %s", cluster, exc)
             return refusal(exc), None
+        self.highest_epoch = max(self.highest_epoch, current.last_epoch)
         self._export_master(current.record)
         return current, guard
 
@@ -264,6 +285,7 @@ class Daemon:
             return refusal(exc, f"publishing {record.node} failed: ")
         self.metrics.publishes.labels(cluster, refused or "published").inc()
         if refused is None:
+            self.highest_epoch = max(self.highest_epoch, record.epoch)
             self.metrics.last_publish.labels(cluster).set(self.clock())
             self._export_master(record)
             return decision

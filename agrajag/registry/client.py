@@ -271,16 +271,34 @@ class Registry:
 
     @_edge
     def read_master(self, cluster: str) -> Current:
+        """The master znode as read; an unreadable record is a `problem`, never an exception."""
+        return self._read_master(cluster)
+
+    def _read_master(self, cluster: str) -> Current:
         paths = Paths(self.root, cluster)
         try:
             data, stat = self._call("get", paths.master)
         except NoNodeError:
-            return Current(None, -1, self._last_history_epoch(paths))
+            return Current(None, -1, 0)
         try:
             record = MasterRecord.from_json(data, source=paths.master)
         except RecordError as exc:
-            return Current(None, int(stat.version), self._last_history_epoch(paths), str(exc))
+            return Current(None, int(stat.version), 0, str(exc))
         return Current(record, int(stat.version), record.epoch)
+
+    @_edge
+    def epoch_floor(self, cluster: str) -> int:
+        """The highest epoch the registry still shows anywhere: the master, every history entry
+        and every watcher's acknowledgement (publishing rule 6). Read only before a publish:
+        it costs a read per history entry and per watcher."""
+        acks = self._watchers(cluster).values()
+        return max(
+            [
+                self._read_master(cluster).last_epoch,
+                *(record.epoch for record in self._history(cluster, last=None)),
+                *(ack.applied_epoch for ack in acks if isinstance(ack, WatcherAck)),
+            ]
+        )
 
     @_edge
     def publish(
@@ -310,21 +328,22 @@ class Registry:
         raise RegistryError(f"publishing {paths.master} failed: {results!r}")
 
     @_edge
-    def history(self, cluster: str, last: int = 10) -> list[MasterRecord]:
-        """The newest `last` history entries, oldest first; unreadable entries are skipped."""
+    def history(self, cluster: str, last: int | None = 10) -> list[MasterRecord]:
+        """The newest `last` history entries (None: all), oldest first; unreadable entries
+        are skipped."""
+        return self._history(cluster, last)
+
+    def _history(self, cluster: str, last: int | None) -> list[MasterRecord]:
         paths = Paths(self.root, cluster)
         records = []
-        for name in self._children(paths.history)[-last:]:
+        names = self._children(paths.history)
+        for name in names if last is None else names[-last:]:
             try:
                 data, _ = self._call("get", f"{paths.history}/{name}")
                 records.append(MasterRecord.from_json(data, source=f"{paths.history}/{name}"))
             except (NoNodeError, RecordError) as exc:
                 log.warning("skipping history entry %s: %s", name, exc)
         return records
-
-    def _last_history_epoch(self, paths: Paths) -> int:
-        entries = self.history(paths.cluster, last=1)
-        return entries[-1].epoch if entries else 0
 
     @_edge
     def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
@@ -352,6 +371,9 @@ class Registry:
     @_edge
     def watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         """Each live watcher's acknowledgement (or why it could not be read)."""
+        return self._watchers(cluster)
+
+    def _watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         paths = Paths(self.root, cluster)
         result: dict[str, WatcherAck | str] = {}
         for name in self._children(paths.watchers):

@@ -112,6 +112,7 @@ CALLS: dict[str, Callable[[Registry], object]] = {
     "read_master": lambda r: r.read_master("main"),
     "publish": lambda r: r.publish(RECORD, 3, 0),
     "history": lambda r: r.history("main"),
+    "epoch_floor": lambda r: r.epoch_floor("main"),
     "watch_master": lambda r: r.watch_master("main", lambda: None),
     "acknowledge": lambda r: r.acknowledge("main", WatcherAck("app1", 7, "t", {})),
     "watchers": lambda r: r.watchers("main"),

@@ -23,6 +23,7 @@ class Reason(StrEnum):
     GUARD_MISSING = "guard_missing"  # the candidate's daemon has no liveness node
     NOT_CONNECTED = "not_connected"  # this daemon's ZooKeeper session is not usable
     LOST_RACE = "lost_race"  # another daemon published first (the compare-and-set said so)
+    LAYOUT_MISSING = "layout_missing"  # the cluster's subtree lacks history/ (or all of it)
     REPMGR_FAILED = "repmgr_failed"  # `repmgr cluster show` gave no usable table
     NODE_NAME_TAKEN = "node_name_taken"  # another live daemon registered this node's name
     REGISTRY_ERROR = "registry_error"  # ZooKeeper answered, but refused or failed the request

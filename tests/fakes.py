@@ -31,6 +31,7 @@ class FakeRegistry:
     rival: MasterRecord | None = None
     published: list[tuple[MasterRecord, int, int]] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)  # watcher -> applied epoch
+    layout: bool = True  # False: history/ was deleted, a publish fails until ensure_layout
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail:
@@ -41,6 +42,7 @@ class FakeRegistry:
 
     def ensure_layout(self, cluster: str) -> None:
         self._maybe_fail("ensure_layout")
+        self.layout = True
 
     def register_node(self, cluster: str, record: NodeRecord) -> bool:
         self._maybe_fail("register_node")
@@ -78,6 +80,8 @@ class FakeRegistry:
             return Reason.GUARD_MISSING
         if master_version != self.version:
             return Reason.LOST_RACE
+        if not self.layout:
+            return Reason.LAYOUT_MISSING
         self._write(record)
         return None
 

@@ -248,8 +248,8 @@ class Daemon:
         return current, guard
 
     def _register(self) -> None:
-        """Create the layout once and this daemon's liveness node whenever it is missing
-        (at start, and after the session was lost and its ephemeral node went with it)."""
+        """Create the layout at start and after a publish found it missing, and this daemon's
+        liveness node whenever it is missing (after a lost session, or a wiped subtree)."""
         cluster = self.settings.cluster
         if not self._layout_ready:
             self.registry.ensure_layout(cluster)
@@ -289,8 +289,11 @@ class Daemon:
             self.metrics.last_publish.labels(cluster).set(self.clock())
             self._export_master(record)
             return decision
-        # Someone else published first, or the new master's daemon went: re-read at once.
+        # Someone else published first, the new master's daemon went, or someone deleted
+        # history/: re-read at once (rule 7), with the layout recreated first if need be.
         self.reread = True
+        if refused is Reason.LAYOUT_MISSING:
+            self._layout_ready = False
         return Refuse(refused, f"{refused} publishing {record.node}")
 
     def _log(self, decision: Decision, trigger: str) -> None:

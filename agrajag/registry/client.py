@@ -217,6 +217,7 @@ class Registry:
 
     @_edge
     def ensure_layout(self, cluster: str) -> None:
+        """Create the cluster's `nodes/`, `history/` and `watchers/` where missing."""
         paths = Paths(self.root, cluster)
         for path in (paths.nodes, paths.history, paths.watchers):
             with contextlib.suppress(NodeExistsError):
@@ -321,8 +322,15 @@ class Registry:
         if not failures:
             return None
         first = next(r for r in failures if not isinstance(r, RolledBackError))
-        if results.index(first) == 0 and isinstance(first, NoNodeError):
-            return Reason.GUARD_MISSING
+        failed_op = results.index(first)
+        if isinstance(first, NoNodeError):
+            if failed_op == 0:
+                return Reason.GUARD_MISSING
+            if failed_op == 1 and master_version >= 0:  # deleted since it was read
+                return Reason.LOST_RACE
+            # The parent of `master` or of the history entry is gone: someone deleted
+            # history/ or the cluster's subtree. The caller recreates the layout and re-reads.
+            return Reason.LAYOUT_MISSING
         if isinstance(first, BadVersionError | NodeExistsError):
             return Reason.LOST_RACE
         raise RegistryError(f"publishing {paths.master} failed: {results!r}")

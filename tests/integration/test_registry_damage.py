@@ -141,3 +141,17 @@ def test_junk_in_any_znode_kills_no_process_and_a_junk_master_is_replaced(
         zk.delete(f"{BASE}/nodes/junk-{name}")
         zk.delete(f"{BASE}/watchers/junk-{name}")
     running.assert_all_alive()
+
+
+def test_a_deleted_history_is_recreated_and_publishing_goes_on(running: Running) -> None:
+    node1 = running.cluster.nodes[0]
+    epoch = running.wait_master("node1")
+    zk = running.client
+    zk.delete(f"{BASE}/history", recursive=True)
+    zk.set(f"{BASE}/master", b"junk")  # a publish is due: the multi finds no history/
+    epoch = running.wait_master("node1", above_epoch=epoch)
+    running.wait_watchers(node1.port, epoch)
+    entries = zk.get_children(f"{BASE}/history")
+    assert [json.loads(zk.get(f"{BASE}/history/{e}")[0])["epoch"] for e in entries] == [epoch]
+    assert "reason=layout_missing" in running.logs()
+    running.assert_all_alive()

@@ -143,3 +143,31 @@ def test_wake_ups_name_the_next_rounds_trigger(settings: DaemonSettings) -> None
     assert d.woken([SessionChanged(Session.SUSPENDED)]) == "session_suspended"
     assert d.woken([Wake.RELOAD]) == "sighup"
     assert d.woken([Notified("standby_promote", 1.0), Wake.STOP]) is None
+
+
+def test_a_deleted_history_is_recreated_and_the_next_round_publishes(
+    settings: DaemonSettings,
+) -> None:
+    registry = FakeRegistry(nodes=live("node1"))
+    d = daemon(settings, registry)
+    d.round("start")  # the layout is created at start
+    registry.master, registry.version, registry.layout = None, -1, False  # deleteall
+    decision = d.round()
+    assert isinstance(decision, Refuse) and decision.reason is Reason.LAYOUT_MISSING
+    assert d.woken([]) == "reread"
+    assert isinstance(d.round("reread"), Publish) and registry.layout
+
+
+def test_the_epoch_is_above_every_epoch_seen_even_after_a_wipe(settings: DaemonSettings) -> None:
+    registry = FakeRegistry(nodes=live("node1"), master=master_record(1, 7), version=3)
+    d = daemon(settings, registry)
+    assert isinstance(d.round(), Unchanged)
+    registry.master, registry.version, registry.history = None, -1, []  # the subtree wiped
+    decision = d.round()
+    assert isinstance(decision, Publish) and decision.record.epoch == 8  # this daemon saw 7
+
+
+def test_the_epoch_is_above_every_watchers_acknowledgement(settings: DaemonSettings) -> None:
+    registry = FakeRegistry(nodes=live("node1"), acks={"app1": 12, "app2": 3})
+    decision = daemon(settings, registry).round()
+    assert isinstance(decision, Publish) and decision.record.epoch == 13

@@ -139,6 +139,12 @@ class WatcherMetrics:
             ["cluster", "reason"],
             registry=r,
         )
+        self.refusing = Gauge(
+            "agrajag_watch_refusing",
+            "1 while the current master record of the cluster is refused, with the reason.",
+            ["cluster", "reason"],
+            registry=r,
+        )
         self.connected = Gauge(
             "agrajag_watch_registry_connected",
             "1 while the ZooKeeper session is connected.",

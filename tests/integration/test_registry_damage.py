@@ -155,3 +155,30 @@ def test_a_deleted_history_is_recreated_and_publishing_goes_on(running: Running)
     assert [json.loads(zk.get(f"{BASE}/history/{e}")[0])["epoch"] for e in entries] == [epoch]
     assert "reason=layout_missing" in running.logs()
     running.assert_all_alive()
+
+
+def test_a_wiped_subtree_never_sends_the_epoch_back_and_the_next_failover_reaches_everyone(
+    running: Running,
+) -> None:
+    node1 = running.cluster.nodes[0]
+    epoch = running.wait_master("node1")
+    running.wait_watchers(node1.port, epoch)
+    running.client.delete(BASE, recursive=True)  # a restore, a rebuilt ensemble, `deleteall`
+    epoch = running.wait_master("node1", above_epoch=epoch)  # the daemons remember the epoch
+    running.wait_watchers(node1.port, epoch)
+
+    node1.crash()
+    new = running.cluster.wait_promotion(node1, timeout=30)
+    epoch = running.wait_master(new.name, above_epoch=epoch)
+    running.wait_watchers(new.port, epoch)
+    for w in running.watchers:  # and each has acknowledged it again
+        running.wait(
+            lambda w=w: (
+                json.loads(running.client.get(f"{BASE}/watchers/{w.agent}")[0])["applied_epoch"]
+                == epoch
+            ),
+            10,
+            f"{w.agent} to acknowledge epoch {epoch}",
+        )
+    assert "stale_epoch" not in running.logs()
+    running.assert_all_alive()

@@ -75,6 +75,7 @@ def watcher_sample() -> WatcherMetrics:
     m.last_apply.labels("haproxy").set(1.7e9)
     m.applies.labels("haproxy", "changed").inc()
     m.refused.labels("main", "stale_epoch").inc()
+    m.refusing.labels("main", "stale_epoch").set(1)
     m.connected.set(1)
     m.fail_mode.state("open")
     return m

@@ -42,6 +42,7 @@ WATCHER: dict[str, tuple[str, set[str]]] = {
     "agrajag_watch_last_apply_timestamp_seconds": ("gauge", {"sink"}),
     "agrajag_watch_applies_total": ("counter", {"sink", "result"}),
     "agrajag_watch_refused_records_total": ("counter", {"cluster", "reason"}),
+    "agrajag_watch_refusing": ("gauge", {"cluster", "reason"}),
     "agrajag_watch_registry_connected": ("gauge", set()),
     "agrajag_watch_fail_mode": ("gauge", {"agrajag_watch_fail_mode"}),
 }

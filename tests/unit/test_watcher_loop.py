@@ -411,3 +411,19 @@ def test_the_inbox_wakes_the_loop_from_another_thread_and_times_out_otherwise() 
         assert inbox.wait(0) == []
     finally:
         inbox.close()
+
+
+def test_refusing_the_current_record_shows_as_long_as_it_lasts(rig: Rig) -> None:
+    rig.registry.publish(record(5))
+    rig.step(CONNECTED)
+    rig.registry.publish(record(4, node=2))  # an epoch reset: stale_epoch
+    for _ in range(3):
+        rig.step(Wake.CHANGED)
+        rig.step(after=5)
+        assert rig.metric("agrajag_watch_refusing", cluster="main", reason="stale_epoch") == 1
+    rig.registry.publish(record(6, node=2))
+    rig.step(Wake.CHANGED)
+    assert rig.metric("agrajag_watch_refusing", cluster="main", reason="stale_epoch") is None
+    assert (
+        rig.metric("agrajag_watch_refused_records_total", cluster="main", reason="stale_epoch") == 1
+    )

@@ -86,8 +86,9 @@ def decide(s: Situation) -> Decision:
         )
     # Rule 6: higher than any epoch the registry shows or this daemon has seen.
     record = _record(s, candidate, timeline, epoch=max(s.current.last_epoch, s.epoch_floor) + 1)
-    if record.same_master(published):
-        assert published is not None
+    # Rule 4, unless the registry went back below an epoch seen before (rule 6): a wipe or a
+    # restore; then the same master is written again, above every epoch seen.
+    if record.same_master(published) and published and published.epoch >= s.epoch_floor:
         return Unchanged(published)
     if s.guard_version is None:
         return Refuse(Reason.GUARD_MISSING, f"no live agrajag daemon on {candidate.name}")

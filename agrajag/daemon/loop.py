@@ -193,6 +193,7 @@ class Daemon:
             current=current,
             guard_version=guard,
             now=utc_now(),
+            epoch_floor=self.highest_epoch,
         )
 
     def _decide(self, situation: Situation) -> Decision:

@@ -204,7 +204,7 @@ class Watcher:
         """The refusal of `cluster`'s record, if any, is over: its gauge (and alert) ends."""
         refusal = self.refusals.pop(cluster, None)
         if refusal is not None:
-            self.metrics.refusing.remove(cluster, refusal[1].value)
+            self.metrics.refusing.remove(cluster, str(refusal[1]))
 
     def _record_applied(self, view: dict[str, MasterRecord]) -> None:
         """Every sink has `view` (the accepted records): it is what this watcher applied."""

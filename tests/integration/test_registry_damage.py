@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NotEmptyError
 
 from tools.harness.agrajag import EVENT_COMMAND, Daemons
 from tools.harness.postgres import PgCluster
@@ -54,6 +55,18 @@ class Running:
             line for line in self.daemons.logs().splitlines() if " DEBUG " not in line
         )
         return daemons + "".join(f"--- {w.agent}\n{w.output()}" for w in self.watchers)
+
+    def wipe(self) -> None:
+        """Delete the cluster's subtree; the daemons re-create nodes meanwhile: try again."""
+
+        def deleted() -> bool:
+            try:
+                self.client.delete(BASE, recursive=True)
+            except NotEmptyError:
+                return False
+            return True
+
+        self.wait(deleted, 10, f"{BASE} to be deleted")
 
     def master(self) -> dict[str, object] | None:
         try:
@@ -163,8 +176,9 @@ def test_a_wiped_subtree_never_sends_the_epoch_back_and_the_next_failover_reache
     node1 = running.cluster.nodes[0]
     epoch = running.wait_master("node1")
     running.wait_watchers(node1.port, epoch)
-    running.client.delete(BASE, recursive=True)  # a restore, a rebuilt ensemble, `deleteall`
-    epoch = running.wait_master("node1", above_epoch=epoch)  # the daemons remember the epoch
+    running.wipe()  # as a restore, a rebuilt ensemble or `deleteall` would
+    # The daemons remember the epoch: the record they write again is not below it.
+    epoch = running.wait_master("node1", above_epoch=epoch - 1)
     running.wait_watchers(node1.port, epoch)
 
     node1.crash()

@@ -171,3 +171,15 @@ def test_the_epoch_is_above_every_watchers_acknowledgement(settings: DaemonSetti
     registry = FakeRegistry(nodes=live("node1"), acks={"app1": 12, "app2": 3})
     decision = daemon(settings, registry).round()
     assert isinstance(decision, Publish) and decision.record.epoch == 13
+
+
+def test_a_master_gone_back_to_a_lower_epoch_is_written_again_above(
+    settings: DaemonSettings,
+) -> None:
+    registry = FakeRegistry(nodes=live("node1"), master=master_record(1, 7), version=3)
+    d = daemon(settings, registry)
+    assert isinstance(d.round(), Unchanged)
+    registry.master, registry.version = master_record(1, 5), 0  # a wipe, then a lagging daemon
+    decision = d.round()
+    assert isinstance(decision, Publish) and decision.record.epoch == 8
+    assert isinstance(d.round(), Unchanged)

@@ -305,9 +305,9 @@ class Registry:
     def publish(
         self, record: MasterRecord, master_version: int, guard_version: int
     ) -> Reason | None:
-        """Write `record` in ONE multi-op: check the new master's liveness node at
-        `guard_version`, set (or create, at -1) the master at `master_version`, add a history
-        entry. None when it was written, else why not (never retried: the caller re-reads)."""
+        """Write `record` in ONE multi-op (publishing rule 7): check the new master's liveness
+        node at `guard_version`, set (or create, at -1) the master at `master_version`, add a
+        history entry. None when written, else why not (never retried: the caller re-reads)."""
         paths = Paths(self.root, record.cluster)
         data = record.to_json()
         tx = self.client.transaction()

@@ -4,13 +4,14 @@ when the registry, repmgr or the publish fail. No ZooKeeper, no PostgreSQL, no s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from agrajag.daemon.decision import Publish, Refuse, Unchanged
 from agrajag.daemon.loop import Daemon
-from agrajag.daemon.probe_values import Outcome, ProbeRound, ProbeTarget
+from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound, ProbeTarget
 from agrajag.daemon.repmgr import RepmgrError
 from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
 from agrajag.daemon.view import ClusterView
@@ -19,7 +20,7 @@ from agrajag.metrics import DaemonMetrics
 from agrajag.reasons import Reason
 from agrajag.registry.errors import NodeNameTaken, RegistryError, Unavailable
 from agrajag.registry.values import Session
-from tests.factories import FAILED_OVER, HEALTHY, master_record, probe
+from tests.factories import FAILED_OVER, HEALTHY, master_record, probe, repmgr_row, repmgr_view
 from tests.fakes import FakeRegistry
 
 W, RO, DOWN = Outcome.WRITABLE, Outcome.READ_ONLY, Outcome.UNREACHABLE
@@ -183,3 +184,41 @@ def test_a_master_gone_back_to_a_lower_epoch_is_written_again_above(
     decision = d.round()
     assert isinstance(decision, Publish) and decision.record.epoch == 8
     assert isinstance(d.round(), Unchanged)
+
+
+def test_two_primaries_promoted_from_one_parent_never_flip_the_master(
+    settings: DaemonSettings,
+) -> None:
+    """Each daemon sees only its own node promoted (a partition): the first to publish
+    wins; the other refuses every round instead of flipping the master back and forth."""
+    sees_node2 = repmgr_view(
+        repmgr_row(1, "primary", "- failed", None),
+        repmgr_row(2, "primary", "* running", 2),
+        repmgr_row(3, "standby", "? unreachable", None, "node1"),
+    )
+    sees_node3 = repmgr_view(
+        repmgr_row(1, "primary", "- failed", None),
+        repmgr_row(2, "standby", "? unreachable", None, "node1"),
+        repmgr_row(3, "primary", "* running", 2),
+    )
+    registry = FakeRegistry(nodes=live("node2", "node3"), master=master_record(1, 1), version=0)
+    on_node2 = daemon(replace(settings, node="node2"), registry, sees_node2, timelines(node2=2))
+    on_node3 = daemon(settings, registry, sees_node3, timelines(node3=2))
+    decisions = [d.round() for _ in range(3) for d in (on_node2, on_node3)]
+    names = [type(d).__name__ for d in decisions]
+    assert names == ["Publish", "Refuse"] + ["Unchanged", "Refuse"] * 2
+    refusals = [d for d in decisions if isinstance(d, Refuse)]
+    assert {d.reason for d in refusals} == {Reason.TIMELINE_NOT_NEWER}
+    assert [(r.node, r.epoch) for r in registry.history] == [("node2", 2)]
+
+
+def timelines(**writable_on: int) -> ProbeRound:
+    """A round where the named nodes are writable on the given timelines, the others down."""
+    return ProbeRound(
+        tuple(
+            NodeCheck(n, W, 0.01, "", writable_on[n])
+            if n in writable_on
+            else NodeCheck(n, DOWN, 0.01, "")
+            for n in ("node1", "node2", "node3")
+        )
+    )

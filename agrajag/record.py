@@ -170,8 +170,10 @@ def _dump(record: object) -> bytes:
 class MasterRecord:
     """What `/<root>/<cluster>/master` says: which node is the primary, since which epoch.
 
-    `epoch` grows by one at every change of master; `evidence` is what the publisher saw
-    (repmgr's rows and the INSERT check), kept for the humans reading the history.
+    `epoch` grows at every write of the master znode: every change of master, and every
+    repair that writes the same master again (publishing rule 6). `evidence` is what the
+    publisher saw (repmgr's rows and the INSERT check), kept for the humans reading the
+    history.
     """
 
     cluster: str

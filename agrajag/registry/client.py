@@ -4,7 +4,7 @@ Layout under the root (default ``/agrajag``), one subtree per cluster::
 
     <cluster>/master            persistent, the MasterRecord; written only by `publish`
     <cluster>/nodes/<node>      ephemeral, one per running daemon (its liveness, the guard)
-    <cluster>/history/epoch-N   persistent-sequential, the record at each change
+    <cluster>/history/epoch-N   persistent-sequential, the record at each write of master
     <cluster>/watchers/<agent>  ephemeral, what each watcher has applied
 
 Every call is bounded: since kazoo 2.7 a call made while SUSPENDED is queued, not failed, so

@@ -26,5 +26,6 @@ class Reason(StrEnum):
     LOST_RACE = "lost_race"  # another daemon published first (the compare-and-set said so)
     LAYOUT_MISSING = "layout_missing"  # the cluster's subtree lacks history/ (or all of it)
     REPMGR_FAILED = "repmgr_failed"  # `repmgr cluster show` gave no usable table
+    UNUSABLE_CONNINFO = "unusable_conninfo"  # a node's conninfo names no single TCP address
     NODE_NAME_TAKEN = "node_name_taken"  # another live daemon registered this node's name
     REGISTRY_ERROR = "registry_error"  # ZooKeeper answered, but refused or failed the request

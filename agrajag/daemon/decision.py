@@ -69,6 +69,10 @@ def decide(s: Situation) -> Decision:
         problem = s.view.problems[0]
         details = "; ".join(p.detail for p in s.view.problems)
         return Refuse(problem.reason, details)
+    unusable = [n for n in s.view.nodes if n.address_problem]
+    if unusable:  # rule 1: every node must be checkable (rule 2), the primary publishable
+        details = "; ".join(f"{n.name}: {n.address_problem}" for n in unusable)
+        return Refuse(Reason.UNUSABLE_CONNINFO, details)
     candidate = s.view.primary
     assert candidate is not None  # no problems means exactly one running primary
     refusal = _check_refusal(candidate, s.probe)  # rule 2

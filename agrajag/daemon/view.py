@@ -30,7 +30,9 @@ class Node:
     Values are repmgr's, stripped; only the role `master` (repmgr 3.x) is renamed
     `primary`, so that decisions compare against one spelling. repmgr 3.x has no
     ID column: its nodes are numbered 1..n in table order. Missing columns give
-    "" (text) or None. `conninfo` is left out of the repr: it may hold a password.
+    "" (text) or None. `conninfo` is left out of the repr: it may hold a password. `host`
+    and `port` are where libpq would connect (the default port filled in); when the conninfo
+    names no single TCP address, `address_problem` says why.
     """
 
     node_id: int
@@ -47,6 +49,7 @@ class Node:
     host: str | None
     port: int | None
     dbname: str | None
+    address_problem: str | None = None  # why host/port cannot be checked or published
 
     @property
     def is_running_primary(self) -> bool:

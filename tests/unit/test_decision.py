@@ -145,3 +145,15 @@ def test_another_master_on_the_published_timeline_is_refused() -> None:
 def test_the_same_master_on_the_published_timeline_is_unchanged() -> None:
     current = Current(published(1, 5, 1), version=1, last_epoch=5)
     assert isinstance(decide(situation(current=current)), Unchanged)
+
+
+def test_a_node_without_a_single_tcp_address_is_refused() -> None:
+    sockets = view(
+        row(1, "primary", "* running", 1),
+        row(2, "standby", "  running", 1, "node1").replace(
+            "host=10.0.0.2 port=5432", "host=/var/run/postgresql"
+        ),
+    )
+    decision = decide(situation(view=sockets, probe=probe(node1=W)))
+    assert isinstance(decision, Refuse) and decision.reason is Reason.UNUSABLE_CONNINFO
+    assert decision.detail.startswith("node2: its conninfo names Unix socket directory")

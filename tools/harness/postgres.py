@@ -1,4 +1,4 @@
-"""A PostgreSQL 15 + repmgr 5.3 cluster (one primary, streaming standbys, repmgrd) on 127.0.0.1.
+"""A PostgreSQL 15 + repmgr 5.3 cluster (one primary, streaming standbys, repmgrd) on loopback.
 
 Under root every PostgreSQL and repmgr command runs as the `postgres` user, in directories
 it owns. Nodes are started with pg_ctl, as repmgr itself does when a standby follows.
@@ -17,6 +17,7 @@ from psycopg import sql
 from tools.harness.procs import (
     Proc,
     as_service_user,
+    free_loopback_host,
     free_port,
     run_service,
     service_dir,
@@ -33,11 +34,11 @@ CHECK_USER = "agrajag"
 CHECK_PASSWORD = "agrajag-test-secret"
 
 HBA = f"""\
-host    all          {CHECK_USER}  127.0.0.1/32  scram-sha-256
+host    all          {CHECK_USER}  127.0.0.0/8   scram-sha-256
 local   all          all                         trust
-host    all          all           127.0.0.1/32  trust
+host    all          all           127.0.0.0/8   trust
 local   replication  all                         trust
-host    replication  all           127.0.0.1/32  trust
+host    replication  all           127.0.0.0/8   trust
 """
 
 
@@ -48,6 +49,7 @@ class PgNode:
     cluster: PgCluster
     node_id: int
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
     repmgrd: Proc | None = None
 
     @property
@@ -68,7 +70,18 @@ class PgNode:
 
     @property
     def conninfo(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user=repmgr dbname=repmgr connect_timeout=2"
+        """repmgr's conninfo for the node; without `port=` (libpq's default, 5432) when the
+        cluster puts each node on its own address, as repmgr's documentation writes it."""
+        port = "" if self.cluster.distinct_hosts else f" port={self.port}"
+        return f"host={self.host}{port} user=repmgr dbname=repmgr connect_timeout=2"
+
+    def server_settings(self) -> str:
+        """postgresql.conf lines that differ per node (a clone copies the primary's)."""
+        return (
+            f"listen_addresses = '{self.host}'\n"
+            f"port = {self.port}\n"
+            f"unix_socket_directories = '{self.dir}'\n"
+        )
 
     def write_repmgr_conf(self) -> None:
         conf = self.repmgr_conf
@@ -205,15 +218,27 @@ class PgCluster:
     """A primary and `size - 1` standbys registered with repmgr, repmgrd optional."""
 
     def __init__(
-        self, size: int = 3, event_command: str | None = None, pg_ctl_promote: bool = False
+        self,
+        size: int = 3,
+        event_command: str | None = None,
+        pg_ctl_promote: bool = False,
+        distinct_hosts: bool = False,
     ):
         """`event_command` is repmgr's event_notification_command; `{node_dir}` in it is
         replaced by each node's directory. `pg_ctl_promote` sets repmgr's
-        service_promote_command to `pg_ctl -w promote`, as conf.d recommends."""
+        service_promote_command to `pg_ctl -w promote`, as conf.d recommends.
+        `distinct_hosts` puts every node on port 5432 of its own loopback address
+        (127.x.y.z), with a conninfo that names no port, like hosts of a real cluster."""
         self.base = service_dir("pg")
         self.event_command = event_command
         self.pg_ctl_promote = pg_ctl_promote
-        self.nodes = [PgNode(self, i) for i in range(1, size + 1)]
+        self.distinct_hosts = distinct_hosts
+        self.nodes = [
+            PgNode(self, i, port=5432, host=free_loopback_host(5432))
+            if distinct_hosts
+            else PgNode(self, i)
+            for i in range(1, size + 1)
+        ]
 
     def node(self, name: str) -> PgNode:
         return next(n for n in self.nodes if n.name == name)
@@ -240,9 +265,7 @@ class PgCluster:
         conf = primary.datadir / "postgresql.conf"
         extra = "\n".join(
             [
-                "listen_addresses = '127.0.0.1'",
-                f"port = {primary.port}",
-                f"unix_socket_directories = '{self.base}'",
+                primary.server_settings(),
                 "shared_preload_libraries = 'repmgr'",
                 "wal_level = replica",
                 "max_wal_senders = 10",
@@ -263,7 +286,7 @@ class PgCluster:
         psql = [
             str(BINDIR / "psql"),
             "-h",
-            str(self.base),
+            str(primary.dir),
             "-p",
             str(primary.port),
             "-U",
@@ -283,7 +306,7 @@ class PgCluster:
         for node in standbys:
             node.repmgr(
                 "-h",
-                "127.0.0.1",
+                primary.host,
                 "-p",
                 str(primary.port),
                 "-U",
@@ -295,7 +318,7 @@ class PgCluster:
                 "--fast-checkpoint",
             )
             conf = node.datadir / "postgresql.conf"
-            write_service_file(conf, conf.read_text() + f"port = {node.port}\n")
+            write_service_file(conf, conf.read_text() + node.server_settings())
             node.start()
             node.repmgr("standby", "register", "--wait-sync=30")
         return self

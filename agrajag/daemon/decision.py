@@ -69,7 +69,7 @@ def decide(s: Situation) -> Decision:
         problem = s.view.problems[0]
         details = "; ".join(p.detail for p in s.view.problems)
         return Refuse(problem.reason, details)
-    unusable = [n for n in s.view.nodes if n.address_problem]
+    unusable = [n for n in s.view.data_nodes if n.address_problem]
     if unusable:  # rule 1: every node must be checkable (rule 2), the primary publishable
         details = "; ".join(f"{n.name}: {n.address_problem}" for n in unusable)
         return Refuse(Reason.UNUSABLE_CONNINFO, details)
@@ -166,4 +166,5 @@ def evidence(view: ClusterView, probe: ProbeRound) -> dict[str, Any]:
         ],
         "checks": {c.name: str(c.outcome) for c in probe.checks},
         "writable": list(probe.writable),
+        "witnesses": [n.name for n in view.nodes if n.is_witness],  # not checked (rule 2)
     }

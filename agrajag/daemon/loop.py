@@ -212,9 +212,9 @@ class Daemon:
 
     def _check(self, view: ClusterView) -> ProbeRound:
         check = self.settings.check
-        targets = [
+        targets = [  # rule 2: every data node; a witness is writable by design
             ProbeTarget(n.name, n.host, n.port, check.dbname or n.dbname or "postgres")
-            for n in view.nodes
+            for n in view.data_nodes
             if n.host and n.port
         ]
         probe = self.check_nodes(targets, check, self.settings.node)

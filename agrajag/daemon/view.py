@@ -52,6 +52,12 @@ class Node:
     address_problem: str | None = None  # why host/port cannot be checked or published
 
     @property
+    def is_witness(self) -> bool:
+        """A repmgr witness: a separate PostgreSQL that holds no data of the cluster and is
+        writable by design, so it is never INSERT-checked nor published (rules 1 and 2)."""
+        return self.role == "witness"
+
+    @property
     def is_running_primary(self) -> bool:
         """Role `primary` with status exactly `* running`: the only shape of a live primary."""
         return self.role == "primary" and self.status_marker == "*" and self.status == "running"
@@ -105,6 +111,11 @@ class ClusterView:
         if self.problems:
             return None
         return next(node for node in self.nodes if node.is_running_primary)
+
+    @property
+    def data_nodes(self) -> tuple[Node, ...]:
+        """The nodes that hold the cluster's data: all but the witnesses."""
+        return tuple(node for node in self.nodes if not node.is_witness)
 
     def by_name(self, name: str) -> Node | None:
         """The node called `name`, if any (names are unique in a view)."""

@@ -1,5 +1,5 @@
-"""`agrajag daemon` on clusters laid out as in production: every node on port 5432 of its
-own address, with repmgr's usual conninfo that names no port."""
+"""`agrajag daemon` on a cluster laid out as in production: every node on port 5432 of its
+own address, with repmgr's usual conninfo that names no port, and a repmgr witness."""
 
 from __future__ import annotations
 
@@ -22,20 +22,26 @@ MASTER = "/agrajag/main/master"
 
 @pytest.fixture
 def cluster() -> Iterator[PgCluster]:
-    c = PgCluster(3, event_command=EVENT_COMMAND, distinct_hosts=True)
+    c = PgCluster(3, event_command=EVENT_COMMAND, distinct_hosts=True, witness=True)
     try:
         c.create()
-        c.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
+        schema = (CONF_D / "agrajag-schema.sql").read_text()
+        c.nodes[0].sql(schema)
+        assert c.witness is not None
+        c.witness.sql(schema)  # the witness would accept the INSERT check: it is writable
         c.start_repmgrd()
         yield c
     finally:
         c.destroy()
 
 
-def test_nodes_on_port_5432_of_distinct_hosts_without_port_in_conninfo_fail_over(
+def test_nodes_on_port_5432_of_distinct_hosts_and_a_witness_fail_over(
     zk: ZkEnsemble, cluster: PgCluster
 ) -> None:
-    assert all("port=" not in n.conninfo and n.port == 5432 for n in cluster.nodes)
+    assert all("port=" not in n.conninfo and n.port == 5432 for n in cluster.all_nodes)
+    witness = cluster.witness
+    assert witness is not None and not witness.in_recovery()
+    assert "witness" in cluster.cluster_show(cluster.nodes[1])
     daemons = Daemons(zk.hosts, cluster.nodes)
     client = KazooClient(hosts=zk.hosts, timeout=10)
     try:
@@ -64,12 +70,15 @@ def test_nodes_on_port_5432_of_distinct_hosts_without_port_in_conninfo_fail_over
             "node2": "read_only",
             "node3": "read_only",
         }
+        assert evidence["witnesses"] == [witness.name] and evidence["writable"] == ["node1"]
+        assert [r["role"] for r in evidence["repmgr"]][-1] == "witness"
 
         node1.crash()
         new = cluster.wait_promotion(node1, timeout=30)
         record = published(new.name)
         assert (record["host"], record["port"], record["epoch"]) == (new.host, 5432, 2)
-        assert "unusable_conninfo" not in daemons.logs()
+        logs = daemons.logs()
+        assert "unusable_conninfo" not in logs and "split_brain" not in logs
     finally:
         client.stop()
         client.close()

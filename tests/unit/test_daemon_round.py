@@ -222,3 +222,35 @@ def timelines(**writable_on: int) -> ProbeRound:
             for n in ("node1", "node2", "node3")
         )
     )
+
+
+def test_a_witness_is_not_checked_and_shows_in_the_evidence(settings: DaemonSettings) -> None:
+    with_witness = repmgr_view(
+        repmgr_row(1, "primary", "* running", 1),
+        repmgr_row(2, "standby", "  running", 1, "node1"),
+        repmgr_row(4, "witness", "* running", None, "node1"),
+    )
+    checked: list[str] = []
+
+    def check_nodes(targets: Sequence[ProbeTarget], _c: CheckSettings, _me: str) -> ProbeRound:
+        checked.extend(t.name for t in targets)
+        return probe(node1=W, node2=RO)
+
+    registry = FakeRegistry(nodes=live("node1"))
+    d = Daemon(
+        settings,
+        registry,
+        DaemonMetrics(),
+        Inbox(),
+        read_view=lambda _r: with_witness,
+        check_nodes=check_nodes,
+    )
+    decision = d.round()
+    assert checked == ["node1", "node2"]
+    assert isinstance(decision, Publish) and decision.record.node == "node1"
+    assert decision.record.evidence["witnesses"] == ["node4"]
+    assert [r["role"] for r in decision.record.evidence["repmgr"]] == [
+        "primary",
+        "standby",
+        "witness",
+    ]

@@ -223,36 +223,61 @@ class PgCluster:
         event_command: str | None = None,
         pg_ctl_promote: bool = False,
         distinct_hosts: bool = False,
+        witness: bool = False,
     ):
         """`event_command` is repmgr's event_notification_command; `{node_dir}` in it is
         replaced by each node's directory. `pg_ctl_promote` sets repmgr's
         service_promote_command to `pg_ctl -w promote`, as conf.d recommends.
         `distinct_hosts` puts every node on port 5432 of its own loopback address
-        (127.x.y.z), with a conninfo that names no port, like hosts of a real cluster."""
+        (127.x.y.z), with a conninfo that names no port, like hosts of a real cluster.
+        `witness` adds a repmgr witness (`repmgr witness register`): its own PostgreSQL
+        instance, node<size + 1>, in `witness` and not in `nodes`; no repmgrd runs on it."""
         self.base = service_dir("pg")
         self.event_command = event_command
         self.pg_ctl_promote = pg_ctl_promote
         self.distinct_hosts = distinct_hosts
-        self.nodes = [
-            PgNode(self, i, port=5432, host=free_loopback_host(5432))
-            if distinct_hosts
-            else PgNode(self, i)
-            for i in range(1, size + 1)
-        ]
+        self.nodes = [self._new_node(i) for i in range(1, size + 1)]
+        self.witness = self._new_node(size + 1) if witness else None
+
+    def _new_node(self, node_id: int) -> PgNode:
+        if self.distinct_hosts:
+            return PgNode(self, node_id, port=5432, host=free_loopback_host(5432))
+        return PgNode(self, node_id)
+
+    @property
+    def all_nodes(self) -> list[PgNode]:
+        """The data nodes and the witness, if any."""
+        return self.nodes + ([self.witness] if self.witness else [])
 
     def node(self, name: str) -> PgNode:
         return next(n for n in self.nodes if n.name == name)
 
     def create(self) -> PgCluster:
         primary, *standbys = self.nodes
-        for node in self.nodes:
+        for node in self.all_nodes:
             run_service(["mkdir", "-p", str(node.dir)], self.base)
             node.write_repmgr_conf()
+        self._initdb(primary)
+        primary.repmgr("primary", "register")
+        upstream = ["-h", primary.host, "-p", str(primary.port), "-U", "repmgr", "-d", "repmgr"]
+        for node in standbys:
+            node.repmgr(*upstream, "standby", "clone", "--fast-checkpoint")
+            conf = node.datadir / "postgresql.conf"
+            write_service_file(conf, conf.read_text() + node.server_settings())
+            node.start()
+            node.repmgr("standby", "register", "--wait-sync=30")
+        if self.witness:
+            self._initdb(self.witness)
+            self.witness.repmgr(*upstream, "witness", "register")
+        return self
+
+    def _initdb(self, node: PgNode) -> None:
+        """A new instance with repmgr's user and database and the check's role, started."""
         run_service(
             [
                 str(BINDIR / "initdb"),
                 "-D",
-                str(primary.datadir),
+                str(node.datadir),
                 "-U",
                 "postgres",
                 "-A",
@@ -260,12 +285,12 @@ class PgCluster:
                 "--no-sync",
                 "--no-instructions",
             ],
-            primary.dir,
+            node.dir,
         )
-        conf = primary.datadir / "postgresql.conf"
+        conf = node.datadir / "postgresql.conf"
         extra = "\n".join(
             [
-                primary.server_settings(),
+                node.server_settings(),
                 "shared_preload_libraries = 'repmgr'",
                 "wal_level = replica",
                 "max_wal_senders = 10",
@@ -281,14 +306,14 @@ class PgCluster:
             ]
         )
         write_service_file(conf, conf.read_text() + extra)
-        write_service_file(primary.datadir / "pg_hba.conf", HBA)
-        primary.start()
+        write_service_file(node.datadir / "pg_hba.conf", HBA)
+        node.start()
         psql = [
             str(BINDIR / "psql"),
             "-h",
-            str(primary.dir),
+            str(node.dir),
             "-p",
-            str(primary.port),
+            str(node.port),
             "-U",
             "postgres",
             "-d",
@@ -302,26 +327,6 @@ class PgCluster:
         run_service(
             [*psql, "-c", f"CREATE USER {CHECK_USER} PASSWORD '{CHECK_PASSWORD}'"], self.base
         )
-        primary.repmgr("primary", "register")
-        for node in standbys:
-            node.repmgr(
-                "-h",
-                primary.host,
-                "-p",
-                str(primary.port),
-                "-U",
-                "repmgr",
-                "-d",
-                "repmgr",
-                "standby",
-                "clone",
-                "--fast-checkpoint",
-            )
-            conf = node.datadir / "postgresql.conf"
-            write_service_file(conf, conf.read_text() + node.server_settings())
-            node.start()
-            node.repmgr("standby", "register", "--wait-sync=30")
-        return self
 
     def start_repmgrd(self) -> None:
         for node in self.nodes:
@@ -369,10 +374,10 @@ class PgCluster:
         )
 
     def destroy(self) -> None:
-        for node in self.nodes:
+        for node in self.all_nodes:
             node.resume()
             node.stop_repmgrd()
-        for node in self.nodes:
+        for node in self.all_nodes:
             try:
                 node.stop("immediate")
             except RuntimeError:

@@ -26,6 +26,12 @@ class DaemonMetrics:
             ["cluster", "trigger"],
             registry=r,
         )
+        self.wakeups = Counter(
+            "agrajag_wakeup_datagrams",
+            "Datagrams received on the wake-up socket: accepted, or why dropped.",
+            ["cluster", "result"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "agrajag_poll_duration_seconds",
             "Time of one round: repmgr, INSERT check, registry.",

@@ -364,7 +364,7 @@ class Daemon:
         except AgrajagError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
-        fixed = ("cluster", "node", "zookeeper", "wakeup_socket", "metrics")
+        fixed = ("cluster", "node", "zookeeper", "wakeup_socket", "wakeup_group", "metrics")
         changed = [k for k in fixed if getattr(new, k) != getattr(self.settings, k)]
         if changed:
             log.error("reload refused: %s change only with a restart", ", ".join(changed))
@@ -394,7 +394,9 @@ def run_daemon(config_path: str) -> int:
     # Before ZooKeeper: a wrong socket path is a configuration error, reported at once.
     listener = WakeupListener(
         settings.wakeup_socket,
-        lambda event: inbox.post(Notified(str(event.get("event", "")), time.monotonic())),
+        lambda event: inbox.post(Notified(event, time.monotonic())),
+        on_result=lambda result: metrics.wakeups.labels(settings.cluster, result).inc(),
+        group=settings.wakeup_group,
     )
     zk = settings.zookeeper
     registry = Registry.connect(

@@ -51,6 +51,7 @@ def daemon_sample() -> DaemonMetrics:
     """A daemon's metrics with one sample in every metric, as after a failover round."""
     m = DaemonMetrics()
     m.polls.labels("main", "notify").inc()
+    m.wakeups.labels("main", "accepted").inc()
     m.poll_duration.labels("main").observe(0.05)
     m.decisions.labels("main", "publish", "ok").inc()
     m.decisions.labels("main", "refuse", "check_failed").inc()

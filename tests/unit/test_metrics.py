@@ -19,6 +19,7 @@ Sample = Callable[[], DaemonMetrics | WatcherMetrics]
 #: series (prometheus_client's counter/histogram creation times) are left out.
 DAEMON: dict[str, tuple[str, set[str]]] = {
     "agrajag_polls_total": ("counter", {"cluster", "trigger"}),
+    "agrajag_wakeup_datagrams_total": ("counter", {"cluster", "result"}),
     "agrajag_poll_duration_seconds_bucket": ("histogram", {"cluster", "le"}),
     "agrajag_poll_duration_seconds_count": ("histogram", {"cluster"}),
     "agrajag_poll_duration_seconds_sum": ("histogram", {"cluster"}),

@@ -157,6 +157,10 @@ def _optional_int(doc: Mapping[str, Any], key: str, source: str) -> int | None:
     return None if doc.get(key) is None else _get(doc, key, int, source)
 
 
+def _optional_str(doc: Mapping[str, Any], key: str, source: str) -> str | None:
+    return None if doc.get(key) is None else _get(doc, key, str, source)
+
+
 def _check(ok: bool, source: str, key: str, value: object, why: str) -> None:
     if not ok:
         raise RecordError(source, f"key {key!r} {why}, got {_short(value)}")
@@ -239,13 +243,18 @@ class MasterRecord:
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
-    """What a daemon says about itself in its ephemeral `nodes/<node>` (its liveness)."""
+    """What a daemon says about itself in its ephemeral `nodes/<node>` (its liveness): who it
+    is, and its last decision (`publish`, `unchanged` or `refuse`), the refusal reason, and
+    since when it holds (`decided_at`), for `agrajag status`."""
 
     node: str
     node_id: int | None
     pid: int
     version: str
     started_at: str
+    decision: str | None = None
+    reason: str | None = None
+    decided_at: str | None = None
 
     @classmethod
     def from_json(cls, data: bytes, source: str) -> NodeRecord:
@@ -258,6 +267,9 @@ class NodeRecord:
             pid=_get(doc, "pid", int, source),
             version=_get(doc, "version", str, source),
             started_at=_get(doc, "started_at", str, source),
+            decision=_optional_str(doc, "decision", source),
+            reason=_optional_str(doc, "reason", source),
+            decided_at=_optional_str(doc, "decided_at", source),
         )
 
     def to_json(self) -> bytes:

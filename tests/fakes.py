@@ -32,6 +32,7 @@ class FakeRegistry:
     published: list[tuple[MasterRecord, int, int]] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)  # watcher -> applied epoch
     layout: bool = True  # False: history/ was deleted, a publish fails until ensure_layout
+    records: dict[str, NodeRecord] = field(default_factory=dict)  # liveness records written
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail:
@@ -48,7 +49,15 @@ class FakeRegistry:
         self._maybe_fail("register_node")
         created = record.node not in self.nodes
         self.nodes.setdefault(record.node, 0)
+        if created:
+            self.records[record.node] = record
         return created
+
+    def update_node(self, cluster: str, record: NodeRecord) -> None:
+        self._maybe_fail("update_node")
+        if record.node in self.nodes:
+            self.nodes[record.node] += 1  # a write bumps the guard's version
+            self.records[record.node] = record
 
     def unregister_node(self, cluster: str, node: str) -> None:
         self.nodes.pop(node, None)

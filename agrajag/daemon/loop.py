@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from agrajag import __version__
 from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.liveness import Liveness
 from agrajag.daemon.probe import check_round
 from agrajag.daemon.probe_values import ProbeRound, ProbeTarget
 from agrajag.daemon.repmgr import RepmgrError, run_cluster_show
@@ -66,6 +65,8 @@ class DaemonRegistry(Protocol):
     def ensure_layout(self, cluster: str) -> None: ...
 
     def register_node(self, cluster: str, record: NodeRecord) -> bool: ...
+
+    def update_node(self, cluster: str, record: NodeRecord) -> None: ...
 
     def unregister_node(self, cluster: str, node: str) -> None: ...
 
@@ -138,6 +139,7 @@ class Daemon:
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
+        self.liveness = Liveness(settings.node, started_at=utc_now())
         self._export_session(registry.session)
 
     # -- one round -------------------------------------------------------------------------
@@ -157,11 +159,28 @@ class Daemon:
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
                 self._lap("repmgr")
+                me = view.by_name(self.settings.node)
+                self.liveness.saw_node_id(me.node_id if me else None)
                 decision = self._act(self._decide(self._situation(view)))
                 self._lap("publish")
         self._log(decision, trigger)
         self._log_laps(trigger)
+        self._tell_liveness(decision)
         return decision
+
+    def _tell_liveness(self, decision: Decision) -> None:
+        """Keep this round's verdict in `nodes/<node>` for `agrajag status`, at a bounded
+        rate (writing bumps the guard's version); a failed write is tried again later."""
+        self.liveness.decided(decision, utc_now())
+        now = self.clock()
+        if not self.liveness.due(now) or self.registry.session is not Session.CONNECTED:
+            return
+        try:
+            self.registry.update_node(self.settings.cluster, self.liveness.record())
+        except RegistryError as exc:
+            log.debug("cluster=%s liveness record not updated: %s", self.settings.cluster, exc)
+            return
+        self.liveness.written(now)
 
     def _lap(self, name: str) -> None:
         self._laps.append((name, time.monotonic()))
@@ -255,14 +274,8 @@ class Daemon:
         if not self._layout_ready:
             self.registry.ensure_layout(cluster)
             self._layout_ready = True
-        record = NodeRecord(
-            node=self.settings.node,
-            node_id=None,
-            pid=os.getpid(),
-            version=__version__,
-            started_at=utc_now(),
-        )
-        if self.registry.register_node(cluster, record):
+        if self.registry.register_node(cluster, self.liveness.record()):
+            self.liveness.written(self.clock())
             log.info("cluster=%s node=%s registered liveness node", cluster, self.settings.node)
 
     def _export_master(self, record: MasterRecord | None) -> None:

@@ -247,6 +247,13 @@ class Registry:
             raise NodeNameTaken(f"{path} was just created by another session") from None
 
     @_edge
+    def update_node(self, cluster: str, record: NodeRecord) -> None:
+        """Rewrite this daemon's own `nodes/<node>`; if it is gone, the next `register_node`
+        creates it again with the current record."""
+        with contextlib.suppress(NoNodeError):
+            self._call("set", Paths(self.root, cluster).node(record.node), record.to_json())
+
+    @_edge
     def unregister_node(self, cluster: str, node: str) -> None:
         with contextlib.suppress(NoNodeError):
             self._call("delete", Paths(self.root, cluster).node(node))

@@ -4,6 +4,8 @@ own address, with repmgr's usual conninfo that names no port, and a repmgr witne
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -72,6 +74,23 @@ def test_nodes_on_port_5432_of_distinct_hosts_and_a_witness_fail_over(
         }
         assert evidence["witnesses"] == [witness.name] and evidence["writable"] == ["node1"]
         assert [r["role"] for r in evidence["repmgr"]][-1] == "witness"
+
+        def verdicts() -> dict[str, tuple[object, object]] | None:
+            done = subprocess.run(
+                [sys.executable, "-m", "agrajag", "status", "--zookeeper", zk.hosts, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            assert done.stderr == ""
+            daemons = json.loads(done.stdout)["main"]["daemons"]
+            found = {n: (d["node_id"], d["decision"]) for n, d in daemons.items()}
+            return found if all(decision for _, decision in found.values()) else None
+
+        # Each daemon's liveness record: repmgr's node id and its last decision.
+        seen = wait_until(verdicts, timeout=20, what="every daemon's verdict in status")
+        assert {n: i for n, (i, _) in seen.items()} == {"node1": 1, "node2": 2, "node3": 3}
 
         node1.crash()
         new = cluster.wait_promotion(node1, timeout=30)

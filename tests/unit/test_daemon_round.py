@@ -254,3 +254,38 @@ def test_a_witness_is_not_checked_and_shows_in_the_evidence(settings: DaemonSett
         "standby",
         "witness",
     ]
+
+
+def test_the_liveness_record_keeps_the_node_id_and_the_last_verdict_at_a_bounded_rate(
+    settings: DaemonSettings,
+) -> None:
+    registry = FakeRegistry(nodes=live("node1"))
+    now = [1000.0]
+    d = daemon(settings, registry)
+    d.clock = lambda: now[0]
+    d.round("start")  # registers with repmgr's id for node3; its publish waits the interval
+    record = registry.records["node3"]
+    assert (record.node_id, record.decision) == (3, None)
+    now[0] += 5
+    d.round()  # unchanged: written now
+    record = registry.records["node3"]
+    assert (record.node_id, record.decision, record.reason) == (3, "unchanged", None)
+    writes = registry.nodes["node3"]
+
+    registry.fail["read_master"] = Unavailable("suspended")
+    now[0] += 1
+    d.round()  # refuse not_connected: a change, but the last write is 1 s old
+    assert registry.nodes["node3"] == writes
+    del registry.fail["read_master"]
+    registry.session = Session.CONNECTED
+    registry.master = None  # keep it refusing: split brain from now on
+    d.check_nodes = lambda _t, _c, _m: probe(node1=W, node2=W, node3=RO)
+    now[0] += 5
+    d.round()
+    record = registry.records["node3"]
+    assert (record.decision, record.reason) == ("refuse", "split_brain")
+    assert registry.nodes["node3"] == writes + 1
+    decided_at = record.decided_at
+    now[0] += 10
+    d.round()  # the same verdict: nothing to write, `decided_at` stays
+    assert registry.nodes["node3"] == writes + 1 and d.liveness.decided_at == decided_at

@@ -107,6 +107,7 @@ CALLS: dict[str, Callable[[Registry], object]] = {
     "ensure_layout": lambda r: r.ensure_layout("main"),
     "register_node": lambda r: r.register_node("main", NodeRecord("node1", None, 1, "0", "t")),
     "unregister_node": lambda r: r.unregister_node("main", "node1"),
+    "update_node": lambda r: r.update_node("main", NodeRecord("node1", None, 1, "0", "t")),
     "guard_version": lambda r: r.guard_version("main", "node1"),
     "live_nodes": lambda r: r.live_nodes("main"),
     "read_master": lambda r: r.read_master("main"),

@@ -14,6 +14,7 @@ agrajag.errors.ConfigError: daemon.yaml: zookeeper.session_timeout_s: missing
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,8 @@ class Section:
         value = self._value(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"must be a number, got {value!r}")
+        if not math.isfinite(value):  # NaN passes every comparison; .inf would never end a wait
+            raise self.error(key, f"must be a finite number, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}, got {value!r}")
         if maximum is not None and value > maximum:

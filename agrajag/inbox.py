@@ -5,6 +5,10 @@ The daemon and the watcher each run one loop thread; everything else only posts 
 A deque plus a self-pipe rather than a Queue or an Event: a signal handler runs on the main
 thread between two bytecodes, possibly while that thread holds the Queue's lock, and would
 deadlock taking it again. `deque.append` and `os.write` take no Python-level lock.
+
+Wake-ups from repmgr's hook (`Notified`) coalesce: while one waits to be taken, another adds
+nothing, so a flood of datagrams costs at most one more round, and no memory. They come from
+the listener thread only, never from a signal handler, so they may take a lock.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import threading
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,25 +51,37 @@ class Inbox:
 
     def __init__(self) -> None:
         self._events: deque[Event] = deque()
+        self._notified: Notified | None = None  # the first of the waiting ones: its wait counts
+        self._notified_lock = threading.Lock()
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
 
     def post(self, event: Event) -> None:
-        self._events.append(event)
+        if isinstance(event, Notified):
+            with self._notified_lock:
+                if self._notified is not None:
+                    return  # the round it will run reads repmgr after this wake-up anyway
+                self._notified = event
+        else:
+            self._events.append(event)
         with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
             os.write(self._write, b"\0")
 
     def wait(self, timeout: float) -> list[Event]:
         """Every event posted so far, waiting up to `timeout` seconds for the first one."""
-        if not self._events:
+        if not self._events and self._notified is None:
             select.select([self._read], [], [], max(0.0, timeout))
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read, 4096):
                 pass
-        events = []
+        events: list[Event] = []
         while self._events:
             events.append(self._events.popleft())
+        with self._notified_lock:
+            notified, self._notified = self._notified, None
+        if notified is not None:
+            events.append(notified)
         return events
 
     def close(self) -> None:

@@ -26,6 +26,12 @@ class DaemonMetrics:
             ["cluster", "trigger"],
             registry=r,
         )
+        self.wakeups = Counter(
+            "agrajag_wakeup_datagrams",
+            "Datagrams received on the wake-up socket: accepted, or why dropped.",
+            ["cluster", "result"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "agrajag_poll_duration_seconds",
             "Time of one round: repmgr, INSERT check, registry.",
@@ -136,6 +142,12 @@ class WatcherMetrics:
         self.refused = Counter(
             "agrajag_watch_refused_records",
             "Master records refused, by reason.",
+            ["cluster", "reason"],
+            registry=r,
+        )
+        self.refusing = Gauge(
+            "agrajag_watch_refusing",
+            "1 while the current master record of the cluster is refused, with the reason.",
             ["cluster", "reason"],
             registry=r,
         )

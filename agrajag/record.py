@@ -101,16 +101,51 @@ def is_plain_name(value: str) -> bool:
     return _NAME.fullmatch(value) is not None
 
 
-def _load(data: bytes, source: str) -> dict[str, Any]:
+#: The largest record agrajag reads; real ones are a few KiB (the evidence grows by a line per
+#: node). Anything bigger is refused before it is parsed.
+MAX_RECORD_BYTES = 64 * 1024
+#: Integers a record may hold: what ZooKeeper, Prometheus and every JSON reader can carry.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_MAX_INT_DIGITS = 20
+
+
+def _load(data: bytes | None, source: str) -> dict[str, Any]:
+    """The JSON object in `data`, or RecordError: whatever the bytes, never another exception
+    (no RecursionError on deep nesting, no ValueError on a 5,000-digit number)."""
+    if data is None or len(data) > MAX_RECORD_BYTES:
+        size = "no data" if data is None else f"{len(data)} bytes"
+        raise RecordError(source, f"{size}: a record must be JSON of at most {MAX_RECORD_BYTES}")
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(source, f"not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    try:
+        doc = json.loads(text, parse_int=_parse_int, parse_constant=_no_constant)
+    except RecursionError:
+        raise RecordError(source, "not JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, and the two hooks below
         raise RecordError(source, f"not JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise RecordError(source, f"expected a JSON object, got {type(doc).__name__}")
     if doc.get("schema") != SCHEMA:
-        raise RecordError(source, f"unsupported schema {doc.get('schema')!r} (expected {SCHEMA})")
+        raise RecordError(source, f"unsupported schema {_short(doc.get('schema'))} (expected 1)")
     return doc
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a record may hold")
+
+
+def _short(value: object) -> str:
+    """repr() of a value from a record, cut short: error messages quote what they refuse."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _get(doc: Mapping[str, Any], key: str, kind: type[T], source: str) -> T:
@@ -119,7 +154,26 @@ def _get(doc: Mapping[str, Any], key: str, kind: type[T], source: str) -> T:
     value = doc[key]
     # bool is an int in Python; a record with "port": true is still wrong.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RecordError(source, f"key {key!r} must be {kind.__name__}, got {value!r}")
+        raise RecordError(source, f"key {key!r} must be {kind.__name__}, got {_short(value)}")
+    if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+        raise RecordError(source, f"key {key!r} is out of range, got {_short(value)}")
+    if isinstance(value, str) and not _encodable(value):  # "\ud800" is valid JSON
+        raise RecordError(source, f"key {key!r} is not valid Unicode, got {_short(value)}")
+    return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _string_map(doc: Mapping[str, Any], key: str, source: str) -> dict[str, str]:
+    value = _get(doc, key, dict, source) if key in doc else {}
+    if not all(isinstance(v, str) for v in value.values()):
+        raise RecordError(source, f"key {key!r} must map names to strings, got {_short(value)}")
     return value
 
 
@@ -127,9 +181,13 @@ def _optional_int(doc: Mapping[str, Any], key: str, source: str) -> int | None:
     return None if doc.get(key) is None else _get(doc, key, int, source)
 
 
+def _optional_str(doc: Mapping[str, Any], key: str, source: str) -> str | None:
+    return None if doc.get(key) is None else _get(doc, key, str, source)
+
+
 def _check(ok: bool, source: str, key: str, value: object, why: str) -> None:
     if not ok:
-        raise RecordError(source, f"key {key!r} {why}, got {value!r}")
+        raise RecordError(source, f"key {key!r} {why}, got {_short(value)}")
 
 
 def _dump(record: object) -> bytes:
@@ -140,8 +198,10 @@ def _dump(record: object) -> bytes:
 class MasterRecord:
     """What `/<root>/<cluster>/master` says: which node is the primary, since which epoch.
 
-    `epoch` grows by one at every change of master; `evidence` is what the publisher saw
-    (repmgr's rows and the INSERT check), kept for the humans reading the history.
+    `epoch` grows at every write of the master znode: every change of master, and every
+    repair that writes the same master again (publishing rule 6). `evidence` is what the
+    publisher saw (repmgr's rows and the INSERT check), kept for the humans reading the
+    history.
     """
 
     cluster: str
@@ -214,23 +274,33 @@ class MasterRecord:
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
-    """What a daemon says about itself in its ephemeral `nodes/<node>` (its liveness)."""
+    """What a daemon says about itself in its ephemeral `nodes/<node>` (its liveness): who it
+    is, and its last decision (`publish`, `unchanged` or `refuse`), the refusal reason, and
+    since when it holds (`decided_at`), for `agrajag status`."""
 
     node: str
     node_id: int | None
     pid: int
     version: str
     started_at: str
+    decision: str | None = None
+    reason: str | None = None
+    decided_at: str | None = None
 
     @classmethod
     def from_json(cls, data: bytes, source: str) -> NodeRecord:
         doc = _load(data, source)
+        node = _get(doc, "node", str, source)
+        _check(is_plain_name(node), source, "node", node, "must be a plain name")
         return cls(
-            node=_get(doc, "node", str, source),
+            node=node,
             node_id=_optional_int(doc, "node_id", source),
             pid=_get(doc, "pid", int, source),
             version=_get(doc, "version", str, source),
             started_at=_get(doc, "started_at", str, source),
+            decision=_optional_str(doc, "decision", source),
+            reason=_optional_str(doc, "reason", source),
+            decided_at=_optional_str(doc, "decided_at", source),
         )
 
     def to_json(self) -> bytes:
@@ -249,11 +319,13 @@ class WatcherAck:
     @classmethod
     def from_json(cls, data: bytes, source: str) -> WatcherAck:
         doc = _load(data, source)
+        agent = _get(doc, "agent", str, source)
+        _check(is_plain_name(agent), source, "agent", agent, "must be a plain name")
         return cls(
-            agent=_get(doc, "agent", str, source),
+            agent=agent,
             applied_epoch=_get(doc, "applied_epoch", int, source),
             applied_at=_get(doc, "applied_at", str, source),
-            sinks=_get(doc, "sinks", dict, source) if "sinks" in doc else {},
+            sinks=_string_map(doc, "sinks", source),
         )
 
     def to_json(self) -> bytes:

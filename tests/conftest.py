@@ -104,7 +104,8 @@ def no_leftovers() -> Iterator[None]:
     """Fail the run if any process or listening port the harness started outlives the suite."""
     yield
     alive = [p for p in procs.STARTED if p.alive()]
-    ports = sorted(p for p in procs.PORTS if procs.listening(p))
+    ports = [f"127.0.0.1:{p}" for p in sorted(procs.PORTS) if procs.listening(p)]
+    ports += [f"{h}:{p}" for h, p in sorted(procs.ENDPOINTS) if procs.listening(p, h)]
     for proc in alive:
         proc.kill()
     if not alive and not ports and not os.environ.get("AGRAJAG_KEEP_DIRS"):

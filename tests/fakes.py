@@ -30,6 +30,9 @@ class FakeRegistry:
     fail: dict[str, RegistryError] = field(default_factory=dict)
     rival: MasterRecord | None = None
     published: list[tuple[MasterRecord, int, int]] = field(default_factory=list)
+    acks: dict[str, int] = field(default_factory=dict)  # watcher -> applied epoch
+    layout: bool = True  # False: history/ was deleted, a publish fails until ensure_layout
+    records: dict[str, NodeRecord] = field(default_factory=dict)  # liveness records written
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail:
@@ -40,20 +43,33 @@ class FakeRegistry:
 
     def ensure_layout(self, cluster: str) -> None:
         self._maybe_fail("ensure_layout")
+        self.layout = True
 
     def register_node(self, cluster: str, record: NodeRecord) -> bool:
         self._maybe_fail("register_node")
         created = record.node not in self.nodes
         self.nodes.setdefault(record.node, 0)
+        if created:
+            self.records[record.node] = record
         return created
+
+    def update_node(self, cluster: str, record: NodeRecord) -> None:
+        self._maybe_fail("update_node")
+        if record.node in self.nodes:
+            self.nodes[record.node] += 1  # a write bumps the guard's version
+            self.records[record.node] = record
 
     def unregister_node(self, cluster: str, node: str) -> None:
         self.nodes.pop(node, None)
 
     def read_master(self, cluster: str) -> Current:
         self._maybe_fail("read_master")
-        last = max([r.epoch for r in self.history], default=0)
-        return Current(self.master, self.version, last)
+        return Current(self.master, self.version, self.master.epoch if self.master else 0)
+
+    def epoch_floor(self, cluster: str) -> int:
+        self._maybe_fail("epoch_floor")
+        epochs = [r.epoch for r in self.history] + list(self.acks.values())
+        return max([self.master.epoch if self.master else 0, *epochs])
 
     def guard_version(self, cluster: str, node: str) -> int | None:
         return self.nodes.get(node)
@@ -73,6 +89,8 @@ class FakeRegistry:
             return Reason.GUARD_MISSING
         if master_version != self.version:
             return Reason.LOST_RACE
+        if not self.layout:
+            return Reason.LAYOUT_MISSING
         self._write(record)
         return None
 

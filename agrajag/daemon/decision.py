@@ -58,42 +58,46 @@ class Situation:
     current: Current | Refuse
     guard_version: int | None
     now: str
+    epoch_floor: int = 0  # the highest epoch seen anywhere (rule 6); read before a publish
 
 
 def decide(s: Situation) -> Decision:
     """Apply the publishing rules in order; the first that fails names the refusal."""
-    if s.probe.split_brain:
+    if s.probe.split_brain:  # rule 2, first: a split brain is reported whatever repmgr says
         return Refuse(Reason.SPLIT_BRAIN, f"writable: {', '.join(s.probe.writable)}")
-    if s.view.problems:
+    if s.view.problems:  # rule 1
         problem = s.view.problems[0]
         details = "; ".join(p.detail for p in s.view.problems)
         return Refuse(problem.reason, details)
+    unusable = [n for n in s.view.data_nodes if n.address_problem]
+    if unusable:  # rule 1: every node must be checkable (rule 2), the primary publishable
+        details = "; ".join(f"{n.name}: {n.address_problem}" for n in unusable)
+        return Refuse(Reason.UNUSABLE_CONNINFO, details)
     candidate = s.view.primary
     assert candidate is not None  # no problems means exactly one running primary
-    refusal = _check_refusal(candidate, s.probe)
+    refusal = _check_refusal(candidate, s.probe)  # rule 2
     if refusal:
         return refusal
-    if isinstance(s.current, Refuse):
+    if isinstance(s.current, Refuse):  # rule 8
         return s.current
     published = s.current.record
     timeline = _timeline(candidate, s.probe)
-    if published and _behind(timeline, published.timeline):
-        return Refuse(
-            Reason.STALE_TIMELINE,
-            f"{candidate.name} is on timeline {timeline}, "
-            f"{published.node} was published on timeline {published.timeline}",
-        )
-    record = _record(s, candidate, timeline, epoch=s.current.last_epoch + 1)
-    if record.same_master(published):
-        assert published is not None
+    refusal = _timeline_refusal(candidate, timeline, published)  # rule 3
+    if refusal:
+        return refusal
+    # Rule 6: higher than any epoch the registry shows or this daemon has seen.
+    record = _record(s, candidate, timeline, epoch=max(s.current.last_epoch, s.epoch_floor) + 1)
+    # Rule 4, unless the registry went back below an epoch seen before (rule 6): a wipe or a
+    # restore; then the same master is written again, above every epoch seen.
+    if record.same_master(published) and published and published.epoch >= s.epoch_floor:
         return Unchanged(published)
-    if s.guard_version is None:
+    if s.guard_version is None:  # rule 5
         return Refuse(Reason.GUARD_MISSING, f"no live agrajag daemon on {candidate.name}")
     return Publish(record, s.current.version, s.guard_version)
 
 
 def _check_refusal(candidate: Node, probe: ProbeRound) -> Refuse | None:
-    """Exactly the candidate must have accepted the INSERT."""
+    """Rule 2: exactly the candidate must have accepted the INSERT."""
     check = probe.by_name(candidate.name)
     if check is None:
         return Refuse(Reason.CHECK_FAILED, f"{candidate.name} has no connection info to check")
@@ -111,9 +115,24 @@ def _timeline(candidate: Node, probe: ProbeRound) -> int | None:
     return check.timeline if check and check.timeline is not None else candidate.timeline
 
 
-def _behind(candidate: int | None, published: int | None) -> bool:
-    """A lower timeline than the published one means an old view; unknown ones compare equal."""
-    return candidate is not None and published is not None and candidate < published
+def _timeline_refusal(
+    candidate: Node, timeline: int | None, published: MasterRecord | None
+) -> Refuse | None:
+    """Rule 3: never a lower timeline than the published one (an old view), and a change of
+    master only onto a higher one: every promotion starts a new timeline, so another master
+    on the same timeline is a second primary promoted from the same parent, and publishing
+    each daemon's own would flip the master every round. Unknown timelines do not block."""
+    if published is None or timeline is None or published.timeline is None:
+        return None
+    on = f"{candidate.name} is on timeline {timeline}, {published.node} was published on "
+    if timeline < published.timeline:
+        return Refuse(Reason.STALE_TIMELINE, f"{on}timeline {published.timeline}")
+    if timeline == published.timeline and published.node != candidate.name:
+        return Refuse(
+            Reason.TIMELINE_NOT_NEWER,
+            f"{on}the same timeline: a change of master needs a newer one",
+        )
+    return None
 
 
 def _record(s: Situation, node: Node, timeline: int | None, epoch: int) -> MasterRecord:
@@ -147,4 +166,5 @@ def evidence(view: ClusterView, probe: ProbeRound) -> dict[str, Any]:
         ],
         "checks": {c.name: str(c.outcome) for c in probe.checks},
         "writable": list(probe.writable),
+        "witnesses": [n.name for n in view.nodes if n.is_witness],  # not checked (rule 2)
     }

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
-from agrajag import __version__
 from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.liveness import Liveness
 from agrajag.daemon.probe import check_round
 from agrajag.daemon.probe_values import ProbeRound, ProbeTarget
 from agrajag.daemon.repmgr import RepmgrError, run_cluster_show
@@ -66,11 +66,15 @@ class DaemonRegistry(Protocol):
 
     def register_node(self, cluster: str, record: NodeRecord) -> bool: ...
 
+    def update_node(self, cluster: str, record: NodeRecord) -> None: ...
+
     def unregister_node(self, cluster: str, node: str) -> None: ...
 
     def read_master(self, cluster: str) -> Current: ...
 
     def guard_version(self, cluster: str, node: str) -> int | None: ...
+
+    def epoch_floor(self, cluster: str) -> int: ...
 
     def live_nodes(self, cluster: str) -> list[str]: ...
 
@@ -132,6 +136,10 @@ class Daemon:
         self._woken_at: float | None = None
         self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
+        #: The highest epoch this daemon has read or written: a floor that survives a wiped
+        #: registry (rule 6), so watchers never see an epoch go back while daemons run.
+        self.highest_epoch = 0
+        self.liveness = Liveness(settings.node, started_at=utc_now())
         self._export_session(registry.session)
 
     # -- one round -------------------------------------------------------------------------
@@ -151,11 +159,28 @@ class Daemon:
                 decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
             else:
                 self._lap("repmgr")
-                decision = self._act(decide(self._situation(view)))
+                me = view.by_name(self.settings.node)
+                self.liveness.saw_node_id(me.node_id if me else None)
+                decision = self._act(self._decide(self._situation(view)))
                 self._lap("publish")
         self._log(decision, trigger)
         self._log_laps(trigger)
+        self._tell_liveness(decision)
         return decision
+
+    def _tell_liveness(self, decision: Decision) -> None:
+        """Keep this round's verdict in `nodes/<node>` for `agrajag status`, at a bounded
+        rate (writing bumps the guard's version); a failed write is tried again later."""
+        self.liveness.decided(decision, utc_now())
+        now = self.clock()
+        if not self.liveness.due(now) or self.registry.session is not Session.CONNECTED:
+            return
+        try:
+            self.registry.update_node(self.settings.cluster, self.liveness.record())
+        except RegistryError as exc:
+            log.debug("cluster=%s liveness record not updated: %s", self.settings.cluster, exc)
+            return
+        self.liveness.written(now)
 
     def _lap(self, name: str) -> None:
         self._laps.append((name, time.monotonic()))
@@ -187,13 +212,28 @@ class Daemon:
             current=current,
             guard_version=guard,
             now=utc_now(),
+            epoch_floor=self.highest_epoch,
         )
+
+    def _decide(self, situation: Situation) -> Decision:
+        """decide(), with the registry's whole epoch floor read when a publish is in sight
+        (rule 6): reading every history entry and acknowledgement each round would cost a
+        read per entry per daemon per poll."""
+        decision = decide(situation)
+        if not isinstance(decision, Publish):
+            return decision
+        try:
+            floor = self.registry.epoch_floor(self.settings.cluster)
+        except RegistryError as exc:
+            return refusal(exc, "reading the epoch floor failed: ")
+        self.highest_epoch = max(self.highest_epoch, floor)
+        return decide(replace(situation, epoch_floor=self.highest_epoch))
 
     def _check(self, view: ClusterView) -> ProbeRound:
         check = self.settings.check
-        targets = [
+        targets = [  # rule 2: every data node; a witness is writable by design
             ProbeTarget(n.name, n.host, n.port, check.dbname or n.dbname or "postgres")
-            for n in view.nodes
+            for n in view.data_nodes
             if n.host and n.port
         ]
         probe = self.check_nodes(targets, check, self.settings.node)
@@ -223,24 +263,19 @@ class Daemon:
         except RegistryError as exc:
             log.warning("cluster=%s registry not usable: %s", cluster, exc)
             return refusal(exc), None
+        self.highest_epoch = max(self.highest_epoch, current.last_epoch)
         self._export_master(current.record)
         return current, guard
 
     def _register(self) -> None:
-        """Create the layout once and this daemon's liveness node whenever it is missing
-        (at start, and after the session was lost and its ephemeral node went with it)."""
+        """Create the layout at start and after a publish found it missing, and this daemon's
+        liveness node whenever it is missing (after a lost session, or a wiped subtree)."""
         cluster = self.settings.cluster
         if not self._layout_ready:
             self.registry.ensure_layout(cluster)
             self._layout_ready = True
-        record = NodeRecord(
-            node=self.settings.node,
-            node_id=None,
-            pid=os.getpid(),
-            version=__version__,
-            started_at=utc_now(),
-        )
-        if self.registry.register_node(cluster, record):
+        if self.registry.register_node(cluster, self.liveness.record()):
+            self.liveness.written(self.clock())
             log.info("cluster=%s node=%s registered liveness node", cluster, self.settings.node)
 
     def _export_master(self, record: MasterRecord | None) -> None:
@@ -264,11 +299,15 @@ class Daemon:
             return refusal(exc, f"publishing {record.node} failed: ")
         self.metrics.publishes.labels(cluster, refused or "published").inc()
         if refused is None:
+            self.highest_epoch = max(self.highest_epoch, record.epoch)
             self.metrics.last_publish.labels(cluster).set(self.clock())
             self._export_master(record)
             return decision
-        # Someone else published first, or the new master's daemon went: re-read at once.
+        # Someone else published first, the new master's daemon went, or someone deleted
+        # history/: re-read at once (rule 7), with the layout recreated first if need be.
         self.reread = True
+        if refused is Reason.LAYOUT_MISSING:
+            self._layout_ready = False
         return Refuse(refused, f"{refused} publishing {record.node}")
 
     def _log(self, decision: Decision, trigger: str) -> None:
@@ -338,7 +377,7 @@ class Daemon:
         except AgrajagError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
-        fixed = ("cluster", "node", "zookeeper", "wakeup_socket", "metrics")
+        fixed = ("cluster", "node", "zookeeper", "wakeup_socket", "wakeup_group", "metrics")
         changed = [k for k in fixed if getattr(new, k) != getattr(self.settings, k)]
         if changed:
             log.error("reload refused: %s change only with a restart", ", ".join(changed))
@@ -364,6 +403,14 @@ def run_daemon(config_path: str) -> int:
     settings = DaemonSettings.load(config_path)
     metrics = DaemonMetrics()
     port = serve(settings.metrics, metrics.registry)
+    inbox = Inbox()
+    # Before ZooKeeper: a wrong socket path is a configuration error, reported at once.
+    listener = WakeupListener(
+        settings.wakeup_socket,
+        lambda event: inbox.post(Notified(event, time.monotonic())),
+        on_result=lambda result: metrics.wakeups.labels(settings.cluster, result).inc(),
+        group=settings.wakeup_group,
+    )
     zk = settings.zookeeper
     registry = Registry.connect(
         zk.hosts,
@@ -372,12 +419,7 @@ def run_daemon(config_path: str) -> int:
         call_timeout=zk.call_timeout_s,
         start_timeout=zk.call_timeout_s,
     )
-    inbox = Inbox()
     daemon = Daemon(settings, registry, metrics, inbox, config_path=config_path)
-    listener = WakeupListener(
-        settings.wakeup_socket,
-        lambda event: inbox.post(Notified(str(event.get("event", "")), time.monotonic())),
-    )
     signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: inbox.post(Wake.STOP))

@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from psycopg import ProgrammingError
+from psycopg import ProgrammingError, pq
 from psycopg.conninfo import conninfo_to_dict
 
 from agrajag.command import CommandError, quote, run
@@ -27,6 +27,7 @@ __all__ = [
     "ClusterShow",
     "ParseError",
     "RepmgrError",
+    "libpq_default_port",
     "parse_cluster_show",
     "run_cluster_show",
 ]
@@ -84,13 +85,15 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _NODE_ID = re.compile(r"[0-9]+")
 
 
-def parse_cluster_show(text: str) -> ClusterView:
+def parse_cluster_show(text: str, *, default_port: int = 5432) -> ClusterView:
     """Parse the text table of `repmgr cluster show` (3.x, 4.x, 5.x, `--compact`).
 
     Log lines (`WARNING:`, `HINT:` ...) are skipped wherever they are; other text
     before the header and after the blank line that ends the table is ignored,
     but any line with a `|` must be the header, the separator or a node row.
-    Raises ParseError (line number and reason) on anything else.
+    Raises ParseError (line number and reason) on anything else. Connection strings are
+    read with libpq's rules (keyword or URI form, quoting); one without a port gets
+    `default_port`, as libpq would.
 
     >>> view = parse_cluster_show('''\\
     ...  ID | Name  | Role    | Status               | Upstream | Connection string
@@ -98,8 +101,8 @@ def parse_cluster_show(text: str) -> ClusterView:
     ...  1  | node1 | primary | * running            |          | host=db1 port=5433
     ...  2  | node2 | standby | ! running as primary | node1    | host=db2 dbname=repmgr
     ... ''')
-    >>> view.by_id(1).host, view.by_id(1).port, view.by_name("node2").status
-    ('db1', 5433, 'running as primary')
+    >>> view.by_id(1).host, view.by_id(1).port, view.by_name("node2").port
+    ('db1', 5433, 5432)
     >>> view.primary is None, [str(problem.reason) for problem in view.problems]
     (True, ['anomaly'])
     >>> parse_cluster_show("ERROR: connection to database failed")
@@ -134,7 +137,7 @@ def parse_cluster_show(text: str) -> ClusterView:
         raise ParseError(separator_lineno, "no node rows under the header")
 
     nodes = tuple(
-        _node(lineno, line, columns, width, number)
+        _node(lineno, line, columns, width, number, default_port)
         for number, (lineno, line) in enumerate(body[:end], start=1)
     )
     _check_unique(body[:end], nodes)
@@ -167,7 +170,9 @@ def _check_separator(lineno: int, line: str, width: int) -> None:
         raise ParseError(lineno, f"separator has {found} columns, the header {width}")
 
 
-def _node(lineno: int, line: str, columns: dict[str, int], width: int, number: int) -> Node:
+def _node(
+    lineno: int, line: str, columns: dict[str, int], width: int, number: int, default_port: int
+) -> Node:
     cells = line.split("|")
     if len(cells) != width:
         raise ParseError(
@@ -189,7 +194,7 @@ def _node(lineno: int, line: str, columns: dict[str, int], width: int, number: i
         raise ParseError(lineno, "empty Name")
     upstream_marker, upstream = _split_marker(row.get("upstream", ""), _UPSTREAM_MARKERS)
     conninfo = row.get("conninfo") or None
-    host, port, dbname = _conninfo_parts(lineno, conninfo)
+    host, port, dbname, problem = _address(lineno, conninfo, default_port)
     return Node(
         node_id=node_id,
         name=row["name"],
@@ -205,6 +210,7 @@ def _node(lineno: int, line: str, columns: dict[str, int], width: int, number: i
         host=host,
         port=port,
         dbname=dbname,
+        address_problem=problem,
     )
 
 
@@ -226,24 +232,62 @@ def _integer(lineno: int, column: str, cell: str, *, blank: frozenset[str]) -> i
     return int(cell)
 
 
-def _conninfo_parts(lineno: int, conninfo: str | None) -> tuple[str | None, int | None, str | None]:
-    """(host, port, dbname) from a libpq conninfo; hostaddr stands in for a missing host."""
+def _address(
+    lineno: int, conninfo: str | None, default_port: int
+) -> tuple[str | None, int | None, str | None, str | None]:
+    """(host, port, dbname, problem) from a libpq conninfo, keyword or URI form; hostaddr
+    stands in for a missing host. `problem` says why the node has no single TCP address that
+    agrajag can check and publish: several hosts, a Unix socket, no connection string."""
     if conninfo is None:
-        return None, None, None
+        return None, None, None, "repmgr shows no connection string for it"
     try:
-        params = conninfo_to_dict(conninfo)
+        params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
     except ProgrammingError as exc:
         raise ParseError(lineno, f"bad connection string: {str(exc).strip()}") from None
-    port = str(params.get("port") or "")
+    dbname = params.get("dbname") or None
+    host = params.get("host") or params.get("hostaddr") or ""
+    ports = params.get("port") or ""
+    for port in ports.split(","):
+        _check_port(lineno, port, "in the connection string")
+    if "," in host or "," in ports or "," in params.get("hostaddr", ""):
+        return (
+            None,
+            None,
+            dbname,
+            (
+                f"its conninfo names several hosts or ports ({host}:{ports}): agrajag checks and "
+                "publishes one address; give each node's repmgr conninfo a single host"
+            ),
+        )
+    if not host or host.startswith(("/", "@")):
+        where = f"Unix socket directory {host!r}" if host else "no host (a Unix socket)"
+        return (
+            None,
+            None,
+            dbname,
+            (
+                f"its conninfo names {where}: the master record must carry a TCP address; "
+                "set host= in its repmgr conninfo"
+            ),
+        )
+    return host, int(ports) if ports else default_port, dbname, None
+
+
+def _check_port(lineno: int, port: str, where: str) -> None:
     if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        raise ParseError(lineno, f"port {port!r} in the connection string is not a TCP port")
-    host = params.get("host") or params.get("hostaddr")
-    dbname = params.get("dbname")
-    return (
-        str(host) if host else None,
-        int(port) if port else None,
-        str(dbname) if dbname else None,
-    )
+        raise ParseError(lineno, f"port {port!r} {where} is not a TCP port")
+
+
+def libpq_default_port() -> int:
+    """The port libpq uses when a conninfo names none: PGPORT in this process's environment,
+    else 5432. repmgr, run by the daemon in the same environment, connects to the same."""
+    for option in pq.Conninfo.get_defaults():
+        if option.keyword == b"port" and option.val:
+            value = option.val.decode()
+            if value.isascii() and value.isdigit() and 0 < int(value) < 65536:
+                return int(value)
+            raise RepmgrError(f"PGPORT {value!r} in the daemon's environment is not a TCP port")
+    return 5432
 
 
 def _check_unique(rows: list[tuple[int, str]], nodes: tuple[Node, ...]) -> None:
@@ -288,7 +332,7 @@ def run_cluster_show(
     except CommandError as exc:
         raise RepmgrError(str(exc)) from None
     try:
-        view = parse_cluster_show(done.stdout)
+        view = parse_cluster_show(done.stdout, default_port=libpq_default_port())
     except ParseError as exc:
         raise RepmgrError(
             f"{shlex.join(argv)}: exit code {done.returncode} but no usable table on stdout "

@@ -8,7 +8,16 @@ from pathlib import Path
 from agrajag.config import MetricsSettings, Problems, Section, ZooKeeperSettings, load_yaml
 from agrajag.daemon.probe_values import Credentials
 
-KEYS = {"cluster", "node", "zookeeper", "repmgr", "check", "poll_interval_s", "wakeup_socket"}
+KEYS = {
+    "cluster",
+    "node",
+    "zookeeper",
+    "repmgr",
+    "check",
+    "poll_interval_s",
+    "wakeup_socket",
+    "wakeup_group",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,7 @@ class DaemonSettings:
     check: CheckSettings
     poll_interval_s: float
     wakeup_socket: str
+    wakeup_group: str | None  # the socket's group (mode 0660); None: the daemon's own
     metrics: MetricsSettings
 
     @classmethod
@@ -82,6 +92,7 @@ class DaemonSettings:
                 lambda: s.number("poll_interval_s", 2.0, minimum=0.1, maximum=300)
             ),
             wakeup_socket=p.read(lambda: s.string("wakeup_socket", f"/run/agrajag/{cluster}.sock")),
+            wakeup_group=p.read(lambda: s.optional_string("wakeup_group")),
             metrics=p.read(lambda: MetricsSettings.from_section(s.section("metrics", {}))),
         )
         p.raise_any()

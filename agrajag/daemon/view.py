@@ -30,7 +30,9 @@ class Node:
     Values are repmgr's, stripped; only the role `master` (repmgr 3.x) is renamed
     `primary`, so that decisions compare against one spelling. repmgr 3.x has no
     ID column: its nodes are numbered 1..n in table order. Missing columns give
-    "" (text) or None. `conninfo` is left out of the repr: it may hold a password.
+    "" (text) or None. `conninfo` is left out of the repr: it may hold a password. `host`
+    and `port` are where libpq would connect (the default port filled in); when the conninfo
+    names no single TCP address, `address_problem` says why.
     """
 
     node_id: int
@@ -47,6 +49,13 @@ class Node:
     host: str | None
     port: int | None
     dbname: str | None
+    address_problem: str | None = None  # why host/port cannot be checked or published
+
+    @property
+    def is_witness(self) -> bool:
+        """A repmgr witness: a separate PostgreSQL that holds no data of the cluster and is
+        writable by design, so it is never INSERT-checked nor published (rules 1 and 2)."""
+        return self.role == "witness"
 
     @property
     def is_running_primary(self) -> bool:
@@ -102,6 +111,11 @@ class ClusterView:
         if self.problems:
             return None
         return next(node for node in self.nodes if node.is_running_primary)
+
+    @property
+    def data_nodes(self) -> tuple[Node, ...]:
+        """The nodes that hold the cluster's data: all but the witnesses."""
+        return tuple(node for node in self.nodes if not node.is_witness)
 
     def by_name(self, name: str) -> Node | None:
         """The node called `name`, if any (names are unique in a view)."""

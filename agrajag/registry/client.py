@@ -4,7 +4,7 @@ Layout under the root (default ``/agrajag``), one subtree per cluster::
 
     <cluster>/master            persistent, the MasterRecord; written only by `publish`
     <cluster>/nodes/<node>      ephemeral, one per running daemon (its liveness, the guard)
-    <cluster>/history/epoch-N   persistent-sequential, the record at each change
+    <cluster>/history/epoch-N   persistent-sequential, the record at each write of master
     <cluster>/watchers/<agent>  ephemeral, what each watcher has applied
 
 Every call is bounded: since kazoo 2.7 a call made while SUSPENDED is queued, not failed, so
@@ -218,6 +218,7 @@ class Registry:
 
     @_edge
     def ensure_layout(self, cluster: str) -> None:
+        """Create the cluster's `nodes/`, `history/` and `watchers/` where missing."""
         paths = Paths(self.root, cluster)
         for path in (paths.nodes, paths.history, paths.watchers):
             with contextlib.suppress(NodeExistsError):
@@ -247,6 +248,13 @@ class Registry:
             raise NodeNameTaken(f"{path} was just created by another session") from None
 
     @_edge
+    def update_node(self, cluster: str, record: NodeRecord) -> None:
+        """Rewrite this daemon's own `nodes/<node>`; if it is gone, the next `register_node`
+        creates it again with the current record."""
+        with contextlib.suppress(NoNodeError):
+            self._call("set", Paths(self.root, cluster).node(record.node), record.to_json())
+
+    @_edge
     def unregister_node(self, cluster: str, node: str) -> None:
         with contextlib.suppress(NoNodeError):
             self._call("delete", Paths(self.root, cluster).node(node))
@@ -272,24 +280,42 @@ class Registry:
 
     @_edge
     def read_master(self, cluster: str) -> Current:
+        """The master znode as read; an unreadable record is a `problem`, never an exception."""
+        return self._read_master(cluster)
+
+    def _read_master(self, cluster: str) -> Current:
         paths = Paths(self.root, cluster)
         try:
             data, stat = self._call("get", paths.master)
         except NoNodeError:
-            return Current(None, -1, self._last_history_epoch(paths))
+            return Current(None, -1, 0)
         try:
             record = MasterRecord.from_json(data, source=paths.master)
         except RecordError as exc:
-            return Current(None, int(stat.version), self._last_history_epoch(paths), str(exc))
+            return Current(None, int(stat.version), 0, str(exc))
         return Current(record, int(stat.version), record.epoch)
+
+    @_edge
+    def epoch_floor(self, cluster: str) -> int:
+        """The highest epoch the registry still shows anywhere: the master, every history entry
+        and every watcher's acknowledgement (publishing rule 6). Read only before a publish:
+        it costs a read per history entry and per watcher."""
+        acks = self._watchers(cluster).values()
+        return max(
+            [
+                self._read_master(cluster).last_epoch,
+                *(record.epoch for record in self._history(cluster, last=None)),
+                *(ack.applied_epoch for ack in acks if isinstance(ack, WatcherAck)),
+            ]
+        )
 
     @_edge
     def publish(
         self, record: MasterRecord, master_version: int, guard_version: int
     ) -> Reason | None:
-        """Write `record` in ONE multi-op: check the new master's liveness node at
-        `guard_version`, set (or create, at -1) the master at `master_version`, add a history
-        entry. None when it was written, else why not (never retried: the caller re-reads)."""
+        """Write `record` in ONE multi-op (publishing rule 7): check the new master's liveness
+        node at `guard_version`, set (or create, at -1) the master at `master_version`, add a
+        history entry. None when written, else why not (never retried: the caller re-reads)."""
         paths = Paths(self.root, record.cluster)
         data = record.to_json()
         tx = self.client.transaction()
@@ -304,28 +330,36 @@ class Registry:
         if not failures:
             return None
         first = next(r for r in failures if not isinstance(r, RolledBackError))
-        if results.index(first) == 0 and isinstance(first, NoNodeError):
-            return Reason.GUARD_MISSING
+        failed_op = results.index(first)
+        if isinstance(first, NoNodeError):
+            if failed_op == 0:
+                return Reason.GUARD_MISSING
+            if failed_op == 1 and master_version >= 0:  # deleted since it was read
+                return Reason.LOST_RACE
+            # The parent of `master` or of the history entry is gone: someone deleted
+            # history/ or the cluster's subtree. The caller recreates the layout and re-reads.
+            return Reason.LAYOUT_MISSING
         if isinstance(first, BadVersionError | NodeExistsError):
             return Reason.LOST_RACE
         raise RegistryError(f"publishing {paths.master} failed: {results!r}")
 
     @_edge
-    def history(self, cluster: str, last: int = 10) -> list[MasterRecord]:
-        """The newest `last` history entries, oldest first; unreadable entries are skipped."""
+    def history(self, cluster: str, last: int | None = 10) -> list[MasterRecord]:
+        """The newest `last` history entries (None: all), oldest first; unreadable entries
+        are skipped."""
+        return self._history(cluster, last)
+
+    def _history(self, cluster: str, last: int | None) -> list[MasterRecord]:
         paths = Paths(self.root, cluster)
         records = []
-        for name in self._children(paths.history)[-last:]:
+        names = self._children(paths.history)
+        for name in names if last is None else names[-last:]:
             try:
                 data, _ = self._call("get", f"{paths.history}/{name}")
                 records.append(MasterRecord.from_json(data, source=f"{paths.history}/{name}"))
             except (NoNodeError, RecordError) as exc:
                 log.warning("skipping history entry %s: %s", name, exc)
         return records
-
-    def _last_history_epoch(self, paths: Paths) -> int:
-        entries = self.history(paths.cluster, last=1)
-        return entries[-1].epoch if entries else 0
 
     @_edge
     def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
@@ -369,6 +403,9 @@ class Registry:
     @_edge
     def watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         """Each live watcher's acknowledgement (or why it could not be read)."""
+        return self._watchers(cluster)
+
+    def _watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         paths = Paths(self.root, cluster)
         result: dict[str, WatcherAck | str] = {}
         for name in self._children(paths.watchers):

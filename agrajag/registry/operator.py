@@ -7,6 +7,7 @@ YAML (`--config`), so an operator on a host already set up types only the cluste
 from __future__ import annotations
 
 import argparse
+import logging
 
 from agrajag.config import ZooKeeperSettings, load_yaml
 from agrajag.registry.client import Registry
@@ -23,6 +24,8 @@ def open_registry(args: argparse.Namespace) -> Registry:
         hosts, root = zk.hosts, args.root or zk.root
     else:
         hosts, root = args.zookeeper, args.root or "/agrajag"
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("kazoo").setLevel(logging.WARNING)  # no "Connecting to ..." noise
     registry = Registry.connect(hosts, root, start_timeout=START_TIMEOUT_S)
     if registry.session is not Session.CONNECTED:
         registry.close()

@@ -25,8 +25,8 @@ class Session(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Current:
-    """The master znode as read: the record (None if absent or unreadable), its version and the
-    highest epoch known, so that a new record always gets a higher one."""
+    """The master znode as read: the record (None if absent or unreadable), its version and its
+    epoch (0 without a record); the publisher also takes the registry's whole epoch floor."""
 
     record: MasterRecord | None
     version: int  # -1: the znode does not exist

@@ -256,7 +256,9 @@ class Watcher:
         verdict = accept(cluster, read, self.accepted.get(cluster))
         if isinstance(verdict, Refused):
             if self.refusals.get(cluster) != (current.version, verdict.reason):
+                self._stop_refusing(cluster)
                 self.refusals[cluster] = (current.version, verdict.reason)
+                self.metrics.refusing.labels(cluster, verdict.reason.value).set(1)
                 self.metrics.refused.labels(cluster, verdict.reason.value).inc()
                 log.warning(
                     "refused %s (version %d): %s: %s; keeping the last good config",
@@ -266,7 +268,7 @@ class Watcher:
                     verdict.detail,
                 )
             return
-        self.refusals.pop(cluster, None)
+        self._stop_refusing(cluster)
         record = verdict.record
         self.metrics.published_epoch.labels(cluster).set(record.epoch)
         if verdict.changed:
@@ -279,6 +281,12 @@ class Watcher:
                 record.epoch,
             )
             self.accepted[cluster] = record
+
+    def _stop_refusing(self, cluster: str) -> None:
+        """The refusal of `cluster`'s record, if any, is over: its gauge (and alert) ends."""
+        refusal = self.refusals.pop(cluster, None)
+        if refusal is not None:
+            self.metrics.refusing.remove(cluster, str(refusal[1]))
 
     def _record_applied(self, view: dict[str, MasterRecord]) -> None:
         """Every sink has `view` (the accepted records): it is what this watcher applied."""

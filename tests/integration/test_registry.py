@@ -138,3 +138,27 @@ def test_calls_are_bounded_while_zookeeper_is_frozen(
     after = r.read_master("main")
     history = r.history("main")
     assert (after.record, history) in [(None, []), (record("node1", 1), [record("node1", 1)])]
+
+
+def test_a_deleted_history_is_reported_and_ensure_layout_repairs_it(
+    registries: list[Registry],
+) -> None:
+    r = registries[0]
+    assert r.publish(record("node1", 1), -1, 0) is None
+    r.client.delete("/agrajag/main/history", recursive=True)
+    assert r.publish(record("node1", 2), 0, 0) is Reason.LAYOUT_MISSING
+    assert r.read_master("main").record == record("node1", 1)  # nothing half-written
+    r.ensure_layout("main")
+    assert r.publish(record("node1", 2), 0, 0) is None
+    assert [h.epoch for h in r.history("main")] == [2]
+
+
+def test_the_epoch_floor_is_the_highest_epoch_shown_anywhere(registries: list[Registry]) -> None:
+    r = registries[0]
+    assert r.epoch_floor("main") == 0
+    assert r.publish(record("node1", 3), -1, 0) is None
+    r.acknowledge("main", WatcherAck("app1", 9, "2026-11-22T00:00:00Z", {}))
+    assert r.epoch_floor("main") == 9
+    r.client.delete("/agrajag/main/master")
+    r.client.delete("/agrajag/main/watchers", recursive=True)
+    assert r.epoch_floor("main") == 3  # the history entry

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
-from agrajag.record import NodeRecord, WatcherAck
+from agrajag.record import NodeRecord, WatcherAck, utc_now
 from agrajag.registry.client import Registry
 from tests.factories import master_record
 from tools.harness.zookeeper import ZkEnsemble
@@ -21,8 +22,10 @@ pytestmark = pytest.mark.integration
 def populated(zk: ZkEnsemble) -> Iterator[Registry]:
     r = Registry.connect(zk.hosts, start_timeout=10)
     r.ensure_layout("main")
-    for node in ("node1", "node2"):
-        r.register_node("main", NodeRecord(node, None, 1, "test", "2026-11-22T00:00:00Z"))
+    verdicts = {"node1": ("unchanged", None), "node2": ("refuse", "split_brain")}
+    for i, (node, (decision, reason)) in enumerate(verdicts.items(), start=1):
+        record = NodeRecord(node, i, 1, "test", "2026-11-22T00:00:00Z", decision, reason, utc_now())
+        r.register_node("main", record)
     for n in (1, 2):
         record = master_record(n, n, host="127.0.0.1", port=5432 + n, published_by="test")
         assert r.publish(record, r.read_master("main").version, 0) is None
@@ -50,8 +53,12 @@ def test_status_shows_master_daemons_watchers_and_history(
     done = status(zk)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("main: master node2 (127.0.0.1:5434)  epoch 2  timeline 1")
-    assert "daemons (2 live): node1 node2" in done.stdout
+    assert lines[0].startswith("main: master node2 (127.0.0.1:5432)  epoch 2  timeline 1")
+    assert "daemons (2 live):" in done.stdout
+    assert re.search(r"^    node1: id 1  unchanged for \d+s$", done.stdout, re.M), done.stdout
+    assert re.search(r"^    node2: id 2  refuse split_brain for \d+s$", done.stdout, re.M)
+    assert lines[1].startswith("  !! SPLIT BRAIN SUSPECTED by node2: "), done.stdout
+    assert done.stderr == ""  # no library log lines at the default level
     assert "app1: applied epoch 2 at 2026-11-22T00:00:01Z  converged" in done.stdout
     assert "app2: applied epoch 1 at 2026-11-22T00:00:01Z  BEHIND by 1" in done.stdout
     history = [line.strip() for line in lines if line.strip().startswith("epoch ")]
@@ -65,6 +72,10 @@ def test_status_json_is_machine_readable(zk: ZkEnsemble, populated: Registry) ->
     assert state["main"]["master"]["node"] == "node2"
     assert state["main"]["watchers"]["app2"]["behind"] == 1
     assert sorted(state["main"]["daemons"]) == ["node1", "node2"]
+    node2 = state["main"]["daemons"]["node2"]
+    assert (node2["node_id"], node2["decision"], node2["reason"]) == (2, "refuse", "split_brain")
+    assert 0 <= node2["age_s"] < 60
+    assert state["main"]["split_brain_suspected_by"] == ["node2"]
 
 
 def test_status_names_an_unknown_cluster(zk: ZkEnsemble, populated: Registry) -> None:

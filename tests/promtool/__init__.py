@@ -51,6 +51,7 @@ def daemon_sample() -> DaemonMetrics:
     """A daemon's metrics with one sample in every metric, as after a failover round."""
     m = DaemonMetrics()
     m.polls.labels("main", "notify").inc()
+    m.wakeups.labels("main", "accepted").inc()
     m.poll_duration.labels("main").observe(0.05)
     m.decisions.labels("main", "publish", "ok").inc()
     m.decisions.labels("main", "refuse", "check_failed").inc()
@@ -75,6 +76,7 @@ def watcher_sample() -> WatcherMetrics:
     m.last_apply.labels("haproxy").set(1.7e9)
     m.applies.labels("haproxy", "changed").inc()
     m.refused.labels("main", "stale_epoch").inc()
+    m.refusing.labels("main", "stale_epoch").set(1)
     m.connected.set(1)
     m.fail_mode.state("open")
     return m

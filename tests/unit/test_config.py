@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,47 @@ def test_a_list_of_names_is_checked_name_by_name(clusters: object, message: str)
     section = Section({"clusters": clusters}, "watch.yaml", "sinks[0].")
     with pytest.raises(ConfigError, match=message):
         section.name_list("clusters")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ((), "poll_interval_s"),
+        (("check",), "deadline_s"),
+        (("zookeeper",), "call_timeout_s"),
+        (("repmgr",), "timeout_s"),
+    ],
+)
+def test_nan_and_infinity_are_refused_naming_the_key(
+    tmp_path: Path, value: str, path: tuple[str, ...], key: str
+) -> None:
+    data = example("daemon.example.yaml")
+    section = data
+    for name in path:
+        section = section[name]
+    section[key] = 1.0
+    text = yaml.safe_dump(data).replace(f"{key}: 1.0", f"{key}: {value}")
+    config = tmp_path / "daemon.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        DaemonSettings.load(config)
+    dotted = ".".join([*path, key])
+    assert str(err.value).startswith(f"{config}: {dotted}: must be a finite number")
+
+
+def test_a_missing_wakeup_socket_directory_is_a_clear_error(tmp_path: Path) -> None:
+    data = example("daemon.example.yaml")
+    data["wakeup_socket"] = str(tmp_path / "absent" / "main.sock")
+    data["metrics"] = {}
+    config = write(tmp_path, data)
+    done = subprocess.run(
+        [sys.executable, "-m", "agrajag", "daemon", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"directory {tmp_path / 'absent'} does not exist" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -4,13 +4,14 @@ when the registry, repmgr or the publish fail. No ZooKeeper, no PostgreSQL, no s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from agrajag.daemon.decision import Publish, Refuse, Unchanged
 from agrajag.daemon.loop import Daemon
-from agrajag.daemon.probe_values import Outcome, ProbeRound, ProbeTarget
+from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound, ProbeTarget
 from agrajag.daemon.repmgr import RepmgrError
 from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
 from agrajag.daemon.view import ClusterView
@@ -19,7 +20,7 @@ from agrajag.metrics import DaemonMetrics
 from agrajag.reasons import Reason
 from agrajag.registry.errors import NodeNameTaken, RegistryError, Unavailable
 from agrajag.registry.values import Session
-from tests.factories import FAILED_OVER, HEALTHY, master_record, probe
+from tests.factories import FAILED_OVER, HEALTHY, master_record, probe, repmgr_row, repmgr_view
 from tests.fakes import FakeRegistry
 
 W, RO, DOWN = Outcome.WRITABLE, Outcome.READ_ONLY, Outcome.UNREACHABLE
@@ -143,3 +144,148 @@ def test_wake_ups_name_the_next_rounds_trigger(settings: DaemonSettings) -> None
     assert d.woken([SessionChanged(Session.SUSPENDED)]) == "session_suspended"
     assert d.woken([Wake.RELOAD]) == "sighup"
     assert d.woken([Notified("standby_promote", 1.0), Wake.STOP]) is None
+
+
+def test_a_deleted_history_is_recreated_and_the_next_round_publishes(
+    settings: DaemonSettings,
+) -> None:
+    registry = FakeRegistry(nodes=live("node1"))
+    d = daemon(settings, registry)
+    d.round("start")  # the layout is created at start
+    registry.master, registry.version, registry.layout = None, -1, False  # deleteall
+    decision = d.round()
+    assert isinstance(decision, Refuse) and decision.reason is Reason.LAYOUT_MISSING
+    assert d.woken([]) == "reread"
+    assert isinstance(d.round("reread"), Publish) and registry.layout
+
+
+def test_the_epoch_is_above_every_epoch_seen_even_after_a_wipe(settings: DaemonSettings) -> None:
+    registry = FakeRegistry(nodes=live("node1"), master=master_record(1, 7), version=3)
+    d = daemon(settings, registry)
+    assert isinstance(d.round(), Unchanged)
+    registry.master, registry.version, registry.history = None, -1, []  # the subtree wiped
+    decision = d.round()
+    assert isinstance(decision, Publish) and decision.record.epoch == 8  # this daemon saw 7
+
+
+def test_the_epoch_is_above_every_watchers_acknowledgement(settings: DaemonSettings) -> None:
+    registry = FakeRegistry(nodes=live("node1"), acks={"app1": 12, "app2": 3})
+    decision = daemon(settings, registry).round()
+    assert isinstance(decision, Publish) and decision.record.epoch == 13
+
+
+def test_a_master_gone_back_to_a_lower_epoch_is_written_again_above(
+    settings: DaemonSettings,
+) -> None:
+    registry = FakeRegistry(nodes=live("node1"), master=master_record(1, 7), version=3)
+    d = daemon(settings, registry)
+    assert isinstance(d.round(), Unchanged)
+    registry.master, registry.version = master_record(1, 5), 0  # a wipe, then a lagging daemon
+    decision = d.round()
+    assert isinstance(decision, Publish) and decision.record.epoch == 8
+    assert isinstance(d.round(), Unchanged)
+
+
+def test_two_primaries_promoted_from_one_parent_never_flip_the_master(
+    settings: DaemonSettings,
+) -> None:
+    """Each daemon sees only its own node promoted (a partition): the first to publish
+    wins; the other refuses every round instead of flipping the master back and forth."""
+    sees_node2 = repmgr_view(
+        repmgr_row(1, "primary", "- failed", None),
+        repmgr_row(2, "primary", "* running", 2),
+        repmgr_row(3, "standby", "? unreachable", None, "node1"),
+    )
+    sees_node3 = repmgr_view(
+        repmgr_row(1, "primary", "- failed", None),
+        repmgr_row(2, "standby", "? unreachable", None, "node1"),
+        repmgr_row(3, "primary", "* running", 2),
+    )
+    registry = FakeRegistry(nodes=live("node2", "node3"), master=master_record(1, 1), version=0)
+    on_node2 = daemon(replace(settings, node="node2"), registry, sees_node2, timelines(node2=2))
+    on_node3 = daemon(settings, registry, sees_node3, timelines(node3=2))
+    decisions = [d.round() for _ in range(3) for d in (on_node2, on_node3)]
+    names = [type(d).__name__ for d in decisions]
+    assert names == ["Publish", "Refuse"] + ["Unchanged", "Refuse"] * 2
+    refusals = [d for d in decisions if isinstance(d, Refuse)]
+    assert {d.reason for d in refusals} == {Reason.TIMELINE_NOT_NEWER}
+    assert [(r.node, r.epoch) for r in registry.history] == [("node2", 2)]
+
+
+def timelines(**writable_on: int) -> ProbeRound:
+    """A round where the named nodes are writable on the given timelines, the others down."""
+    return ProbeRound(
+        tuple(
+            NodeCheck(n, W, 0.01, "", writable_on[n])
+            if n in writable_on
+            else NodeCheck(n, DOWN, 0.01, "")
+            for n in ("node1", "node2", "node3")
+        )
+    )
+
+
+def test_a_witness_is_not_checked_and_shows_in_the_evidence(settings: DaemonSettings) -> None:
+    with_witness = repmgr_view(
+        repmgr_row(1, "primary", "* running", 1),
+        repmgr_row(2, "standby", "  running", 1, "node1"),
+        repmgr_row(4, "witness", "* running", None, "node1"),
+    )
+    checked: list[str] = []
+
+    def check_nodes(targets: Sequence[ProbeTarget], _c: CheckSettings, _me: str) -> ProbeRound:
+        checked.extend(t.name for t in targets)
+        return probe(node1=W, node2=RO)
+
+    registry = FakeRegistry(nodes=live("node1"))
+    d = Daemon(
+        settings,
+        registry,
+        DaemonMetrics(),
+        Inbox(),
+        read_view=lambda _r: with_witness,
+        check_nodes=check_nodes,
+    )
+    decision = d.round()
+    assert checked == ["node1", "node2"]
+    assert isinstance(decision, Publish) and decision.record.node == "node1"
+    assert decision.record.evidence["witnesses"] == ["node4"]
+    assert [r["role"] for r in decision.record.evidence["repmgr"]] == [
+        "primary",
+        "standby",
+        "witness",
+    ]
+
+
+def test_the_liveness_record_keeps_the_node_id_and_the_last_verdict_at_a_bounded_rate(
+    settings: DaemonSettings,
+) -> None:
+    registry = FakeRegistry(nodes=live("node1"))
+    now = [1000.0]
+    d = daemon(settings, registry)
+    d.clock = lambda: now[0]
+    d.round("start")  # registers with repmgr's id for node3; its publish waits the interval
+    record = registry.records["node3"]
+    assert (record.node_id, record.decision) == (3, None)
+    now[0] += 5
+    d.round()  # unchanged: written now
+    record = registry.records["node3"]
+    assert (record.node_id, record.decision, record.reason) == (3, "unchanged", None)
+    writes = registry.nodes["node3"]
+
+    registry.fail["read_master"] = Unavailable("suspended")
+    now[0] += 1
+    d.round()  # refuse not_connected: a change, but the last write is 1 s old
+    assert registry.nodes["node3"] == writes
+    del registry.fail["read_master"]
+    registry.session = Session.CONNECTED
+    registry.master = None  # keep it refusing: split brain from now on
+    d.check_nodes = lambda _t, _c, _m: probe(node1=W, node2=W, node3=RO)
+    now[0] += 5
+    d.round()
+    record = registry.records["node3"]
+    assert (record.decision, record.reason) == ("refuse", "split_brain")
+    assert registry.nodes["node3"] == writes + 1
+    decided_at = record.decided_at
+    now[0] += 10
+    d.round()  # the same verdict: nothing to write, `decided_at` stays
+    assert registry.nodes["node3"] == writes + 1 and d.liveness.decided_at == decided_at

@@ -131,3 +131,29 @@ def test_no_liveness_node_for_the_new_master_is_refused() -> None:
 def test_without_zookeeper_nothing_is_published() -> None:
     unusable = Refuse(Reason.NOT_CONNECTED, "ZooKeeper session is suspended")
     assert decide(situation(current=unusable)) is unusable
+
+
+def test_another_master_on_the_published_timeline_is_refused() -> None:
+    # Two standbys promoted from the same parent would both be on timeline 2.
+    current = Current(published(2, 5, 2), version=1, last_epoch=5)
+    checks = (NodeCheck("node1", W, 0.01, "", timeline=2), NodeCheck("node2", DOWN, 0.01, ""))
+    decision = decide(situation(current=current, probe=ProbeRound(checks)))
+    assert isinstance(decision, Refuse) and decision.reason is Reason.TIMELINE_NOT_NEWER
+    assert "node1 is on timeline 2, node2 was published on the same timeline" in decision.detail
+
+
+def test_the_same_master_on_the_published_timeline_is_unchanged() -> None:
+    current = Current(published(1, 5, 1), version=1, last_epoch=5)
+    assert isinstance(decide(situation(current=current)), Unchanged)
+
+
+def test_a_node_without_a_single_tcp_address_is_refused() -> None:
+    sockets = view(
+        row(1, "primary", "* running", 1),
+        row(2, "standby", "  running", 1, "node1").replace(
+            "host=10.0.0.2 port=5432", "host=/var/run/postgresql"
+        ),
+    )
+    decision = decide(situation(view=sockets, probe=probe(node1=W)))
+    assert isinstance(decision, Refuse) and decision.reason is Reason.UNUSABLE_CONNINFO
+    assert decision.detail.startswith("node2: its conninfo names Unix socket directory")

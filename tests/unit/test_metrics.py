@@ -19,6 +19,7 @@ Sample = Callable[[], DaemonMetrics | WatcherMetrics]
 #: series (prometheus_client's counter/histogram creation times) are left out.
 DAEMON: dict[str, tuple[str, set[str]]] = {
     "agrajag_polls_total": ("counter", {"cluster", "trigger"}),
+    "agrajag_wakeup_datagrams_total": ("counter", {"cluster", "result"}),
     "agrajag_poll_duration_seconds_bucket": ("histogram", {"cluster", "le"}),
     "agrajag_poll_duration_seconds_count": ("histogram", {"cluster"}),
     "agrajag_poll_duration_seconds_sum": ("histogram", {"cluster"}),
@@ -42,6 +43,7 @@ WATCHER: dict[str, tuple[str, set[str]]] = {
     "agrajag_watch_last_apply_timestamp_seconds": ("gauge", {"sink"}),
     "agrajag_watch_applies_total": ("counter", {"sink", "result"}),
     "agrajag_watch_refused_records_total": ("counter", {"cluster", "reason"}),
+    "agrajag_watch_refusing": ("gauge", {"cluster", "reason"}),
     "agrajag_watch_registry_connected": ("gauge", set()),
     "agrajag_watch_fail_mode": ("gauge", {"agrajag_watch_fail_mode"}),
 }

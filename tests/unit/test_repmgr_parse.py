@@ -140,7 +140,7 @@ def test_verbose_capture_skips_log_lines_and_the_warning_after_the_table() -> No
 def test_repmgr4_has_no_priority_or_timeline() -> None:
     node = load("repmgr4-handmade.txt").nodes[1]
     assert (node.priority, node.timeline) == (None, None)
-    assert (node.host, node.port, node.dbname) == ("node2", None, "repmgr")
+    assert (node.host, node.port, node.dbname) == ("node2", 5432, "repmgr")  # libpq's default
 
 
 def test_repmgr3_numbers_nodes_in_table_order_and_maps_roles() -> None:

@@ -106,8 +106,9 @@ class Row:
             else None,
             conninfo=self.conninfo if conninfo else None,
             host=self.host if conninfo else None,
-            port=self.port if conninfo else None,
+            port=(5432 if self.port is None else self.port) if conninfo else None,
             dbname=self.dbname if conninfo else None,
+            address_problem=None if conninfo else "repmgr shows no connection string for it",
         )
 
 

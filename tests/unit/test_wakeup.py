@@ -1,50 +1,133 @@
-"""`agrajag notify` wakes a listening daemon and never fails repmgr's action."""
+"""`agrajag notify` wakes a listening daemon and never fails repmgr's action; whatever anyone
+writes to the socket, the listener counts it, drops what is bad, and keeps listening."""
 
 from __future__ import annotations
 
+import grp
 import os
+import socket
 import stat
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
-from agrajag.daemon.wakeup import WakeupListener
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agrajag.daemon.wakeup import MAX_DATAGRAM, WakeupListener, read_datagram
+from agrajag.errors import ConfigError
+from agrajag.inbox import Inbox, Notified, Wake
+from tools.harness.procs import wait_until
 
 NOTIFY = [sys.executable, "-m", "agrajag", "notify"]
 
 
-def test_notify_delivers_the_event_to_the_listener(tmp_path: Path) -> None:
-    received: list[dict[str, str]] = []
-    got = threading.Event()
+class Received:
+    """What a listener handed over: event names, and every datagram's result."""
 
-    def on_event(event: dict[str, str]) -> None:
-        received.append(event)
-        got.set()
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.results: Counter[str] = Counter()
+        self.lock = threading.Lock()
 
-    path = str(tmp_path / "run" / "main.sock")
-    listener = WakeupListener(path, on_event)
+    def event(self, name: str) -> None:
+        with self.lock:
+            self.events.append(name)
+
+    def result(self, result: str) -> None:
+        with self.lock:
+            self.results[result] += 1
+
+
+@pytest.fixture
+def received() -> Received:
+    return Received()
+
+
+def listen(path: Path, received: Received, **kwargs: str) -> WakeupListener:
+    return WakeupListener(str(path), received.event, on_result=received.result, **kwargs)
+
+
+def send(path: Path, data: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(data, str(path))
+
+
+def test_notify_delivers_the_event_to_the_listener(tmp_path: Path, received: Received) -> None:
+    path = tmp_path / "main.sock"
+    listener = listen(path, received)
     try:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666  # repmgr runs as postgres
-        args = ["--socket", path, "--node-id", "2", "--event", "repmgrd_failover_promote"]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660  # the user and wakeup_group
+        args = ["--socket", str(path), "--node-id", "2", "--event", "repmgrd_failover_promote"]
         done = subprocess.run([*NOTIFY, *args, "--success", "1"], timeout=30, check=False)
         assert done.returncode == 0
-        assert got.wait(5)
+        wait_until(lambda: received.events, timeout=5, what="the event")
     finally:
         listener.close()
-    assert received[0]["event"] == "repmgrd_failover_promote"
-    assert received[0]["node_id"] == "2" and received[0]["success"] == "1"
-    assert not os.path.exists(path)
+    assert received.events == ["repmgrd_failover_promote"]
+    assert received.results == {"accepted": 1}
+    assert not path.exists()
 
 
-def test_notify_without_a_daemon_exits_zero_and_says_so(tmp_path: Path) -> None:
-    path = str(tmp_path / "absent.sock")
-    done = subprocess.run(
-        [*NOTIFY, "--socket", path, "--event", "standby_promote"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+def test_the_socket_belongs_to_wakeup_group(tmp_path: Path, received: Received) -> None:
+    group = grp.getgrgid(os.getgid()).gr_name
+    listener = listen(tmp_path / "main.sock", received, group=group)
+    try:
+        assert os.stat(tmp_path / "main.sock").st_gid == os.getgid()
+    finally:
+        listener.close()
+    with pytest.raises(ConfigError, match="wakeup_group 'no-such-group': no such group"):
+        listen(tmp_path / "main.sock", received, group="no-such-group")
+
+
+JUNK = {
+    "oversized": b'{"event": "standby_promote", "pad": "' + b"x" * MAX_DATAGRAM + b'"}',
+    "not_utf8": b'{"event": "\xff"}',
+    "not_json": b"standby_promote",
+    "too_deep": b"[" * MAX_DATAGRAM,
+    "invalid": b'{"event": "standby_promote\\nWARNING forged log line"}',
+}
+
+
+def test_junk_datagrams_are_counted_and_dropped_and_the_listener_lives_on(
+    tmp_path: Path, received: Received
+) -> None:
+    path = tmp_path / "main.sock"
+    listener = listen(path, received)
+    try:
+        for data in JUNK.values():
+            send(path, data)
+        send(path, b'{"event": "standby_promote"}')
+        wait_until(lambda: received.events, timeout=5, what="the valid event after the junk")
+        assert listener._thread.is_alive()
+    finally:
+        listener.close()
+    assert received.events == ["standby_promote"]
+    assert received.results == {"accepted": 1, **dict.fromkeys(JUNK, 1)}
+
+
+@given(st.binary(max_size=MAX_DATAGRAM + 10))
+def test_any_datagram_is_judged_without_an_exception(data: bytes) -> None:
+    result, event = read_datagram(data)
+    assert (result == "accepted") == bool(event)
+
+
+def test_a_flood_of_wake_ups_coalesces_into_one(tmp_path: Path, received: Received) -> None:
+    inbox = Inbox()
+    path = tmp_path / "main.sock"
+    listener = WakeupListener(
+        str(path), lambda e: inbox.post(Notified(e, 0.0)), on_result=received.result
     )
-    assert done.returncode == 0
-    assert f"daemon not woken ({path}" in done.stderr
+    try:
+        inbox.post(Wake.RELOAD)
+        for _ in range(2000):
+            send(path, b'{"event": "standby_promote"}')
+        wait_until(lambda: received.results["accepted"] == 2000, timeout=20, what="2000")
+        assert inbox.wait(0) == [Wake.RELOAD, Notified("standby_promote", 0.0)]
+        assert inbox.wait(0) == []
+    finally:
+        listener.close()
+        inbox.close()

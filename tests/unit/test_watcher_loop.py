@@ -509,3 +509,19 @@ def test_known_records_fall_back_to_the_state_file(
         assert rig.watcher.known_records() == {"main": master_record(epoch=4)}
     assert f"using the state file {rig.state_file}" in caplog.text
     assert rig.sinks[0].attempts == 0
+
+
+def test_refusing_the_current_record_shows_as_long_as_it_lasts(rig: Rig) -> None:
+    rig.registry.publish(master_record(epoch=5))
+    rig.step(CONNECTED)
+    rig.registry.publish(master_record(epoch=4, node=2))  # an epoch reset: stale_epoch
+    for _ in range(3):
+        rig.step(Wake.CHANGED)
+        rig.step(after=5)
+        assert rig.metric("agrajag_watch_refusing", cluster="main", reason="stale_epoch") == 1
+    rig.registry.publish(master_record(epoch=6, node=2))
+    rig.step(Wake.CHANGED)
+    assert rig.metric("agrajag_watch_refusing", cluster="main", reason="stale_epoch") is None
+    assert (
+        rig.metric("agrajag_watch_refused_records_total", cluster="main", reason="stale_epoch") == 1
+    )

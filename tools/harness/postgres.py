@@ -1,4 +1,4 @@
-"""A PostgreSQL 15 + repmgr 5.3 cluster (one primary, streaming standbys, repmgrd) on 127.0.0.1.
+"""A PostgreSQL 15 + repmgr 5.3 cluster (one primary, streaming standbys, repmgrd) on loopback.
 
 Under root every PostgreSQL and repmgr command runs as the `postgres` user, in directories
 it owns. Nodes are started with pg_ctl, as repmgr itself does when a standby follows.
@@ -18,6 +18,7 @@ from psycopg import sql
 from tools.harness.procs import (
     Proc,
     as_service_user,
+    free_loopback_host,
     free_port,
     run_service,
     service_dir,
@@ -34,11 +35,11 @@ CHECK_USER = "agrajag"
 CHECK_PASSWORD = "agrajag-test-secret"
 
 HBA = f"""\
-host    all          {CHECK_USER}  127.0.0.1/32  scram-sha-256
+host    all          {CHECK_USER}  127.0.0.0/8   scram-sha-256
 local   all          all                         trust
-host    all          all           127.0.0.1/32  trust
+host    all          all           127.0.0.0/8   trust
 local   replication  all                         trust
-host    replication  all           127.0.0.1/32  trust
+host    replication  all           127.0.0.0/8   trust
 """
 
 
@@ -49,6 +50,7 @@ class PgNode:
     cluster: PgCluster
     node_id: int
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
     repmgrd: Proc | None = None
 
     @property
@@ -69,7 +71,18 @@ class PgNode:
 
     @property
     def conninfo(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user=repmgr dbname=repmgr connect_timeout=2"
+        """repmgr's conninfo for the node; without `port=` (libpq's default, 5432) when the
+        cluster puts each node on its own address, as repmgr's documentation writes it."""
+        port = "" if self.cluster.distinct_hosts else f" port={self.port}"
+        return f"host={self.host}{port} user=repmgr dbname=repmgr connect_timeout=2"
+
+    def server_settings(self) -> str:
+        """postgresql.conf lines that differ per node (a clone copies the primary's)."""
+        return (
+            f"listen_addresses = '{self.host}'\n"
+            f"port = {self.port}\n"
+            f"unix_socket_directories = '{self.dir}'\n"
+        )
 
     def write_repmgr_conf(self) -> None:
         conf = self.repmgr_conf
@@ -206,29 +219,72 @@ class PgCluster:
     """A primary and `size - 1` standbys registered with repmgr, repmgrd optional."""
 
     def __init__(
-        self, size: int = 3, event_command: str | None = None, pg_ctl_promote: bool = False
+        self,
+        size: int = 3,
+        event_command: str | None = None,
+        pg_ctl_promote: bool = False,
+        distinct_hosts: bool = False,
+        witness: bool = False,
     ):
         """`event_command` is repmgr's event_notification_command; `{node_dir}` in it is
         replaced by each node's directory. `pg_ctl_promote` sets repmgr's
-        service_promote_command to `pg_ctl -w promote`, as conf.d recommends."""
+        service_promote_command to `pg_ctl -w promote`, as conf.d recommends.
+        `distinct_hosts` puts every node on port 5432 of its own loopback address
+        (127.x.y.z), with a conninfo that names no port, like hosts of a real cluster.
+        `witness` adds a repmgr witness (`repmgr witness register`): its own PostgreSQL
+        instance, node<size + 1>, in `witness` and not in `nodes`; no repmgrd runs on it."""
         self.base = service_dir("pg")
         self.event_command = event_command
         self.pg_ctl_promote = pg_ctl_promote
-        self.nodes = [PgNode(self, i) for i in range(1, size + 1)]
+        self.distinct_hosts = distinct_hosts
+        self.nodes = [self._new_node(i) for i in range(1, size + 1)]
+        self.witness = self._new_node(size + 1) if witness else None
+
+    def _new_node(self, node_id: int) -> PgNode:
+        if self.distinct_hosts:
+            return PgNode(self, node_id, port=5432, host=free_loopback_host(5432))
+        return PgNode(self, node_id)
+
+    @property
+    def all_nodes(self) -> list[PgNode]:
+        """The data nodes and the witness, if any."""
+        return self.nodes + ([self.witness] if self.witness else [])
 
     def node(self, name: str) -> PgNode:
         return next(n for n in self.nodes if n.name == name)
 
     def create(self) -> PgCluster:
         primary, *standbys = self.nodes
-        for node in self.nodes:
+        for node in self.all_nodes:
             run_service(["mkdir", "-p", str(node.dir)], self.base)
             node.write_repmgr_conf()
+        self._initdb(primary)
+        primary.repmgr("primary", "register")
+        upstream = ["-h", primary.host, "-p", str(primary.port), "-U", "repmgr", "-d", "repmgr"]
+        for node in standbys:
+            node.repmgr(*upstream, "standby", "clone", "--fast-checkpoint")
+            conf = node.datadir / "postgresql.conf"
+            write_service_file(conf, conf.read_text() + node.server_settings())
+            node.start()
+            # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
+            wait_until(
+                functools.partial(_streaming_to, primary, node.name),
+                timeout=60,
+                what=f"{node.name} to stream from {primary.name}",
+            )
+            node.repmgr("standby", "register", "--wait-sync=30")
+        if self.witness:
+            self._initdb(self.witness)
+            self.witness.repmgr(*upstream, "witness", "register")
+        return self
+
+    def _initdb(self, node: PgNode) -> None:
+        """A new instance with repmgr's user and database and the check's role, started."""
         run_service(
             [
                 str(BINDIR / "initdb"),
                 "-D",
-                str(primary.datadir),
+                str(node.datadir),
                 "-U",
                 "postgres",
                 "-A",
@@ -236,14 +292,12 @@ class PgCluster:
                 "--no-sync",
                 "--no-instructions",
             ],
-            primary.dir,
+            node.dir,
         )
-        conf = primary.datadir / "postgresql.conf"
+        conf = node.datadir / "postgresql.conf"
         extra = "\n".join(
             [
-                "listen_addresses = '127.0.0.1'",
-                f"port = {primary.port}",
-                f"unix_socket_directories = '{self.base}'",
+                node.server_settings(),
                 "shared_preload_libraries = 'repmgr'",
                 "wal_level = replica",
                 "max_wal_senders = 10",
@@ -259,14 +313,14 @@ class PgCluster:
             ]
         )
         write_service_file(conf, conf.read_text() + extra)
-        write_service_file(primary.datadir / "pg_hba.conf", HBA)
-        primary.start()
+        write_service_file(node.datadir / "pg_hba.conf", HBA)
+        node.start()
         psql = [
             str(BINDIR / "psql"),
             "-h",
-            str(self.base),
+            str(node.dir),
             "-p",
-            str(primary.port),
+            str(node.port),
             "-U",
             "postgres",
             "-d",
@@ -280,32 +334,6 @@ class PgCluster:
         run_service(
             [*psql, "-c", f"CREATE USER {CHECK_USER} PASSWORD '{CHECK_PASSWORD}'"], self.base
         )
-        primary.repmgr("primary", "register")
-        for node in standbys:
-            node.repmgr(
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(primary.port),
-                "-U",
-                "repmgr",
-                "-d",
-                "repmgr",
-                "standby",
-                "clone",
-                "--fast-checkpoint",
-            )
-            conf = node.datadir / "postgresql.conf"
-            write_service_file(conf, conf.read_text() + f"port = {node.port}\n")
-            node.start()
-            # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
-            wait_until(
-                functools.partial(_streaming_to, primary, node.name),
-                timeout=60,
-                what=f"{node.name} to stream from {primary.name}",
-            )
-            node.repmgr("standby", "register", "--wait-sync=30")
-        return self
 
     def start_repmgrd(self) -> None:
         for node in self.nodes:
@@ -353,10 +381,10 @@ class PgCluster:
         )
 
     def destroy(self) -> None:
-        for node in self.nodes:
+        for node in self.all_nodes:
             node.resume()
             node.stop_repmgrd()
-        for node in self.nodes:
+        for node in self.all_nodes:
             try:
                 node.stop("immediate")
             except RuntimeError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ SERVICE_USER = "postgres" if IS_ROOT else None
 #: Every process and port the harness started or handed out, for the end-of-session leak check.
 STARTED: list[Proc] = []
 PORTS: set[int] = set()
+ENDPOINTS: set[tuple[str, int]] = set()  # (loopback address other than 127.0.0.1, port)
 DIRS: list[Path] = []
 
 
@@ -37,6 +39,21 @@ def free_port() -> int:
         if port not in PORTS:
             PORTS.add(port)
             return port
+
+
+def free_loopback_host(port: int) -> str:
+    """An address of 127.0.0.0/8 other than 127.0.0.1 on which nobody listens on `port` now
+    (Linux answers on the whole /8 without setup): for servers that must share one port."""
+    while True:
+        host = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        if (host, port) not in ENDPOINTS:
+            ENDPOINTS.add((host, port))
+            return host
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from agrajag.config import ZooKeeperSettings, load_yaml
@@ -90,15 +90,16 @@ def _problem(problem: str | None) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    if args.config:
+    if args.config:  # a daemon's or a watcher's: its identity reads
         zk = ZooKeeperSettings.from_section(load_yaml(args.config).section("zookeeper"))
-        hosts, root = zk.hosts, args.root or zk.root
     else:
-        hosts, root = args.zookeeper, args.root or "/agrajag"
-    registry = Registry.connect(hosts, root, start_timeout=5.0)
+        zk = ZooKeeperSettings(hosts=args.zookeeper)
+    zk = replace(zk, root=args.root or zk.root)
+    root = zk.root
+    registry = Registry.connect(zk, start_timeout=5.0)
     try:
         if registry.session is not Session.CONNECTED:
-            raise Unavailable(f"cannot reach ZooKeeper at {hosts}")
+            raise Unavailable(f"cannot reach ZooKeeper at {zk.hosts}")
         clusters = args.cluster or registry.clusters()
         state = collect(registry, clusters)
     finally:

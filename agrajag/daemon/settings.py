@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agrajag.config import MetricsSettings, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import (
+    MetricsSettings,
+    Role,
+    Section,
+    ZooKeeperSettings,
+    load_yaml,
+    read_secret,
+)
 from agrajag.daemon.probe_values import Credentials
 
 KEYS = {"cluster", "node", "zookeeper", "repmgr", "check", "poll_interval_s", "wakeup_socket"}
@@ -39,12 +46,13 @@ class CheckSettings:
     @classmethod
     def from_section(cls, s: Section) -> CheckSettings:
         s.reject_unknown(
-            {"user", "password", "passfile", "sslmode", "dbname", "deadline_s", "connect_timeout_s"}
+            {"user", "password", "password_file", "password_env", "passfile", "sslmode"}
+            | {"dbname", "deadline_s", "connect_timeout_s"}
         )
         return cls(
             credentials=Credentials(
                 user=s.string("user"),
-                password=s.optional_string("password"),
+                password=read_secret(s, "password"),
                 passfile=s.optional_string("passfile"),
                 sslmode=s.optional_string("sslmode"),
             ),
@@ -73,7 +81,7 @@ class DaemonSettings:
         return cls(
             cluster=cluster,
             node=s.name("node"),
-            zookeeper=ZooKeeperSettings.from_section(s.section("zookeeper")),
+            zookeeper=ZooKeeperSettings.from_section(s.section("zookeeper"), Role.DAEMON),
             repmgr=RepmgrSettings.from_section(s.section("repmgr", {})),
             check=CheckSettings.from_section(s.section("check")),
             poll_interval_s=s.number("poll_interval_s", 2.0, minimum=0.1, maximum=300),

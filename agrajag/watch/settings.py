@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from agrajag.config import MetricsSettings, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import MetricsSettings, Role, Section, ZooKeeperSettings, load_yaml
 from agrajag.record import is_plain_name
 from agrajag.sinks import Sink, build_sink
 from agrajag.watch.rules import Backoff, FailMode
@@ -92,7 +92,7 @@ class WatchConfig:
         return cls(
             source=str(path),
             agent=s.name("agent", socket.gethostname()),
-            zookeeper=ZooKeeperSettings.from_section(s.section("zookeeper")),
+            zookeeper=ZooKeeperSettings.from_section(s.section("zookeeper"), Role.WATCHER),
             clusters=_clusters(s),
             fail_mode=fail_mode,
             fail_closed_after_s=closed_after,

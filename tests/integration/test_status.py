@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agrajag.config import ZooKeeperSettings
 from agrajag.record import NodeRecord, WatcherAck
 from agrajag.registry.client import Registry
 from tests.factories import master_record
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def populated(zk: ZkEnsemble) -> Iterator[Registry]:
-    r = Registry.connect(zk.hosts, start_timeout=10)
+    r = Registry.connect(ZooKeeperSettings(zk.hosts), start_timeout=10)
     r.ensure_layout("main")
     for node in ("node1", "node2"):
         r.register_node("main", NodeRecord(node, None, 1, "test", "2026-11-22T00:00:00Z"))

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agrajag.config import MetricsSettings
+from agrajag.config import MetricsSettings, Role, ZooKeeperSettings
 from agrajag.daemon.settings import DaemonSettings
 from agrajag.errors import ConfigError
 from agrajag.metrics import serve
 from agrajag.registry.client import Registry
-from tools.harness.shipped import CONF_D, example
+from tests.factories import shipped_config
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -23,9 +24,14 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
-def test_the_shipped_daemon_example_loads() -> None:
-    s = DaemonSettings.load(CONF_D / "daemon.example.yaml")
+def daemon_example(tmp_path: Path) -> dict[str, Any]:
+    return shipped_config("daemon.example.yaml", tmp_path, Role.DAEMON)
+
+
+def test_the_shipped_daemon_example_loads(tmp_path: Path) -> None:
+    s = DaemonSettings.load(write(tmp_path, daemon_example(tmp_path)))
     assert (s.cluster, s.node, s.zookeeper.root) == ("main", "node1", "/agrajag")
+    assert s.zookeeper.auth and s.zookeeper.acl and s.zookeeper.tls
     assert s.check.credentials.user == "agrajag" and s.check.deadline_s == 2
     assert s.metrics.port == 9187 and s.metrics.address == "127.0.0.1"
 
@@ -49,7 +55,7 @@ def test_the_shipped_daemon_example_loads() -> None:
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
-    data = example("daemon.example.yaml")
+    data = daemon_example(tmp_path)
     change(data)
     path = write(tmp_path, data)
     with pytest.raises(ConfigError) as err:
@@ -74,7 +80,7 @@ def test_unreadable_and_invalid_files_are_named(tmp_path: Path) -> None:
 
 def test_a_bad_zookeeper_connect_string_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"zookeeper\.hosts 'zk1:notaport': Port could not"):
-        Registry.connect("zk1:notaport")
+        Registry.connect(ZooKeeperSettings("zk1:notaport"))
 
 
 def test_a_metrics_port_in_use_is_a_config_error() -> None:

@@ -117,6 +117,9 @@ CALLS: dict[str, Callable[[Registry], object]] = {
     "watchers": lambda r: r.watchers("main"),
     "node_records": lambda r: r.node_records("main"),
     "clusters": lambda r: r.clusters(),
+    "children": lambda r: r.children("/agrajag"),
+    "acl": lambda r: r.acl("/agrajag"),
+    "set_acl": lambda r: r.set_acl("/agrajag", frozenset(), 0),
 }
 
 

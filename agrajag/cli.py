@@ -1,4 +1,4 @@
-"""The `agrajag` command: daemon | watch | notify | status.
+"""The `agrajag` command: daemon | watch | notify | status | secure-registry | digest-id.
 
 Each subcommand imports its module only when it runs, so `agrajag notify` (called by repmgr
 on every event, possibly as the `postgres` user) stays quick and light.
@@ -49,6 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--root", default=None, help="registry root (default /agrajag)")
     status.add_argument("--cluster", action="append", help="only this cluster (repeatable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    secure = sub.add_parser(
+        "secure-registry",
+        help="give every existing znode the ACL of the config's zookeeper.acl (idempotent)",
+    )
+    secure.add_argument("--config", required=True, help="a daemon YAML (its identity is used)")
+    secure.add_argument("--dry-run", action="store_true", help="only print what would change")
+
+    digest = sub.add_parser(
+        "digest-id", help="print the ZooKeeper digest id of a user, for zookeeper.acl lists"
+    )
+    digest.add_argument("--user", required=True)
+    source = digest.add_mutually_exclusive_group(required=True)
+    source.add_argument("--password-file", help="a file holding the password (mode 0600)")
+    source.add_argument("--password-env", help="an environment variable holding it")
     return parser
 
 
@@ -72,6 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agrajag.daemon.wakeup import notify
 
             return notify(args)
+        if args.command == "secure-registry":
+            from agrajag.secure_registry import run_secure_registry
+
+            return run_secure_registry(args.config, dry_run=args.dry_run)
+        if args.command == "digest-id":
+            from agrajag.secure_registry import print_digest_id
+
+            return print_digest_id(args.user, args.password_file, args.password_env)
         from agrajag.status import run_status
 
         return run_status(args)

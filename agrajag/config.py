@@ -359,17 +359,37 @@ def _check_identity(
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsTls:
+    """HTTPS for the scrape endpoint; with `client_ca`, scrapers must show a certificate it
+    signed."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    @classmethod
+    def from_section(cls, s: Section) -> MetricsTls:
+        s.reject_unknown({"cert", "key", "client_ca"})
+        key = str(private_file(s, "key"))
+        return cls(s.string("cert"), key, s.optional_string("client_ca"))
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """Where Prometheus scrapes the process; loopback unless the operator says otherwise."""
 
     address: str = "127.0.0.1"
     port: int | None = None  # None: no metrics endpoint
+    tls: MetricsTls | None = None
 
     @classmethod
     def from_section(cls, s: Section) -> MetricsSettings:
-        s.reject_unknown({"address", "port"})
+        s.reject_unknown({"address", "port", "tls"})
         port = s.data.get("port")
         return cls(
             address=s.string("address", "127.0.0.1"),
             port=None if port is None else s.integer("port", minimum=0, maximum=65535),
+            tls=MetricsTls.from_section(s.section("tls"))
+            if s.data.get("tls") is not None
+            else None,
         )

@@ -3,14 +3,19 @@ each znode must carry; bringing a tree under ACLs is idempotent."""
 
 from __future__ import annotations
 
+import ssl
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 
 from agrajag.config import (
     AclSettings,
     DigestAuth,
+    MetricsSettings,
+    MetricsTls,
     Role,
     Section,
     ZooKeeperSettings,
@@ -19,7 +24,9 @@ from agrajag.config import (
 )
 from agrajag.daemon.settings import CheckSettings
 from agrajag.errors import ConfigError
+from agrajag.metrics import serve
 from agrajag.registry.acl import Grant, Perm, Policy, secure_tree
+from tools.harness.tls import make_pki
 
 SECRET = "planted-s3cret-value"
 DAEMON = digest_id("agrajag-daemon", SECRET)
@@ -181,3 +188,29 @@ def test_securing_a_tree_sets_each_znode_once_and_then_changes_nothing() -> None
     shown = str(changes[0])
     assert shown.startswith("/agrajag: world:anyone=rwcda -> digest:agrajag-daemon=rwcda")
     assert DAEMON.partition(":")[2] not in shown  # the password's hash is not printed
+
+
+def test_the_metrics_endpoint_serves_https_and_can_require_client_certificates(
+    tmp_path: Path,
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = MetricsTls(str(pki.cert("server")), str(pki.key("server")), client_ca=str(pki.ca))
+    registry = CollectorRegistry()
+    Gauge("agrajag_test", "A gauge to scrape.", registry=registry).set(1)
+    port = serve(MetricsSettings(port=0, tls=tls), registry)
+    url = f"https://127.0.0.1:{port}/metrics"
+    context = ssl.create_default_context(cafile=pki.ca)
+    with pytest.raises(OSError):  # no client certificate
+        urllib.request.urlopen(url, context=context, timeout=5)
+    context.load_cert_chain(pki.cert("client"), pki.key("client"))
+    with urllib.request.urlopen(url, context=context, timeout=5) as response:
+        assert "agrajag_test 1.0" in response.read().decode()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+
+
+def test_a_metrics_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    key = secret_file(tmp_path, 0o644)
+    s = Section({"cert": "c.pem", "key": str(key)}, "watch.yaml", "metrics.tls.")
+    with pytest.raises(ConfigError, match=f"metrics.tls.key: {key} is accessible by others"):
+        MetricsTls.from_section(s)

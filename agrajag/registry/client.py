@@ -164,6 +164,9 @@ class Registry:
         self.acl_policy = acl  # None: znodes are created open to anyone, as ZooKeeper's default
         self._listeners: list[Callable[[Session], None]] = []
         self._lock = threading.Lock()
+        self._connected = threading.Event()
+        if client.state == KazooState.CONNECTED:
+            self._connected.set()
         client.add_listener(self._on_state)
 
     @classmethod
@@ -232,6 +235,10 @@ class Registry:
 
     def _on_state(self, state: str) -> None:
         session = _KAZOO_STATES[state]
+        if session is Session.CONNECTED:
+            self._connected.set()
+        else:
+            self._connected.clear()
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
@@ -388,8 +395,15 @@ class Registry:
     def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
         """Call `on_change` whenever the master znode may have changed (kazoo's thread: the
         callback must only wake someone up). DataWatch re-arms itself across reconnects and
-        may coalesce versions, so the caller re-reads every time."""
+        may coalesce versions, so the caller re-reads every time.
+
+        Waits for the session first, then reads the znode once: a watch kazoo cannot read
+        (the ACL refuses this identity) raises AccessDenied here, instead of failing in kazoo's
+        own threads at every reconnect."""
         path = Paths(self.root, cluster).master
+        self._connected.wait()
+        with contextlib.suppress(NoNodeError):
+            self._call("get", path)
 
         def changed(data: bytes | None, stat: Any, event: Any = None) -> None:
             on_change()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import Protocol
 
-from agrajag.config import AclSettings
+from agrajag.config import AclSettings, Role
 
 
 class Perm(IntFlag):
@@ -90,6 +90,15 @@ class Policy:
             _digests(self.settings.watchers, Perm.READ | Perm.WRITE)
             + _digests(self.settings.daemons, Perm.READ | Perm.ADMIN)
         )
+
+    def created_by(self, role: Role) -> frozenset[Grant]:
+        """The ACL `role`'s client creates znodes with (`ensure_layout` gives watchers/ its
+        own); `status` creates nothing."""
+        if role is Role.DAEMON:
+            return self.tree()
+        if role is Role.WATCHER:
+            return self.ack()
+        return frozenset()
 
     def for_path(self, root: str, path: str) -> frozenset[Grant]:
         """The ACL of the znode at `path` under `root`, by its place in the layout.

@@ -129,7 +129,10 @@ class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if not self.isEnabledFor(level):
             return
-        text = str(msg) % args if args else str(msg)
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):  # a malformed call must not break kazoo's thread
+            text = f"{msg} {args!r}"
         for secret in self.secrets:
             text = text.replace(secret, "***")
         kwargs.setdefault("stacklevel", 2)
@@ -183,15 +186,15 @@ class Registry:
         """
         policy = Policy(zk.acl) if zk.acl else None
         secrets = [zk.auth.password] if zk.auth else []
-        creates = {Role.DAEMON: policy and policy.tree(), Role.WATCHER: policy and policy.ack()}
         tls = zk.tls
+        creates = _kazoo_acl(policy.created_by(role)) if policy else []
         try:
             client = KazooClient(
                 hosts=zk.hosts,
                 timeout=zk.session_timeout_s,
                 connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
                 auth_data=[("digest", f"{zk.auth.user}:{zk.auth.password}")] if zk.auth else None,
-                default_acl=_kazoo_acl(creates.get(role) or frozenset()) or None,
+                default_acl=creates or None,  # None: kazoo's default, open to anyone
                 use_ssl=tls is not None,
                 ca=tls and tls.ca,
                 certfile=tls and tls.cert,

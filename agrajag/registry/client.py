@@ -511,16 +511,18 @@ def _check_tls(hosts: list[tuple[str, int]], tls: TlsSettings, timeout: float) -
                     verify_certs=True,
                     check_hostname=True,
                 )
-            except ssl.SSLCertVerificationError as exc:
-                raise AccessDenied(
-                    f"TLS to ZooKeeper {host}:{port} refused: certificate verify failed: "
-                    f"{exc.verify_message} (zookeeper.tls.ca {tls.ca})"
-                ) from None
             except ssl.SSLError as exc:
-                reason = exc.reason or str(exc)
-                raise AccessDenied(
-                    f"TLS to ZooKeeper {host}:{port} refused: {reason} (zookeeper.tls.ca {tls.ca})"
-                ) from None
+                why = _handshake_refusal(exc, tls)
+                raise AccessDenied(f"TLS to ZooKeeper {host}:{port} refused: {why}") from None
             except OSError:
                 continue
             conn.close()
+
+
+def _handshake_refusal(exc: ssl.SSLError, tls: TlsSettings) -> str:
+    """Why a TLS handshake failed, in the operator's terms."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message} (zookeeper.tls.ca {tls.ca})"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "the server ended the handshake (a plaintext port, or it refused our certificate)"
+    return str(exc.reason or exc)

@@ -182,6 +182,9 @@ def test_secure_registry_brings_an_open_tree_under_the_acls_once(
             anonymous.set(f"{BASE}/master", b"{}")
         anonymous.stop()
         anonymous.close()
+        status = run("status", "--config", str(config), "--json")  # the daemon's identity reads
+        assert status.returncode == 0, status.stderr
+        assert list(json.loads(status.stdout)["main"]["watchers"]) == ["app1"]
         daemon = registry(zk.hosts, Role.DAEMON)  # the daemons go on publishing
         daemon.register_node("main", node_record("node2"))
         current = daemon.read_master("main")
@@ -252,6 +255,14 @@ def test_tls_only_zookeeper_refuses_plaintext_and_a_bad_ca(
         assert_one_clear_error(done, "status", "Hostname mismatch")
     finally:
         daemon.close()
+
+
+def test_tls_configured_against_a_plaintext_server_is_refused(
+    zk: ZkEnsemble, pki: Pki, tmp_path: Path
+) -> None:
+    config = watch_config(tmp_path, zk.hosts, tls=pki.client())
+    done = run("status", "--config", str(config))
+    assert_one_clear_error(done, "status", f"TLS to ZooKeeper {zk.hosts} refused: the server ended")
 
 
 def test_daemons_publish_a_failover_over_tls_under_acls_and_nothing_leaks(

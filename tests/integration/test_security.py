@@ -216,9 +216,8 @@ def test_wrong_credentials_give_one_clear_line_and_a_nonzero_exit(
         assert_one_clear_error(done, "watch", "zookeeper.auth: user agrajag-watch with this")
 
         # an identity the tree does not know (the lists in this config are not the tree's)
-        acl = {"daemons": [digest_id("agrajag-daemon", "x")], "watchers": [digest_id(
-            "agrajag-watch", "not-the-password"
-        )]}  # fmt: skip
+        unknown = digest_id("agrajag-watch", "not-the-password")
+        acl = {"daemons": [digest_id("agrajag-daemon", "x")], "watchers": [unknown]}
         config = watch_config(tmp_path, zk.hosts, auth=auth, acl=acl)
         done = run("watch", "--config", str(config))
         assert_one_clear_error(done, "watch", "not allowed by the znode's ACL")

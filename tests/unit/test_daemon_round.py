@@ -17,7 +17,7 @@ from agrajag.daemon.view import ClusterView
 from agrajag.inbox import Inbox, Notified, SessionChanged, Wake
 from agrajag.metrics import DaemonMetrics
 from agrajag.reasons import Reason
-from agrajag.registry.errors import NodeNameTaken, RegistryError, Unavailable
+from agrajag.registry.errors import AccessDenied, NodeNameTaken, RegistryError, Unavailable
 from agrajag.registry.values import Session
 from tests.factories import FAILED_OVER, HEALTHY, master_record, probe
 from tests.fakes import FakeRegistry
@@ -143,3 +143,16 @@ def test_wake_ups_name_the_next_rounds_trigger(settings: DaemonSettings) -> None
     assert d.woken([SessionChanged(Session.SUSPENDED)]) == "session_suspended"
     assert d.woken([Wake.RELOAD]) == "sighup"
     assert d.woken([Notified("standby_promote", 1.0), Wake.STOP]) is None
+
+
+@pytest.mark.parametrize("call", ["read_master", "publish"])
+def test_a_refusing_acl_stops_the_daemon_instead_of_retrying(
+    settings: DaemonSettings, call: str
+) -> None:
+    """Credentials or ACLs do not heal by themselves: `agrajag daemon` exits with the error."""
+    denied = AccessDenied("ZooKeeper read_master main: not allowed by the znode's ACL")
+    registry = FakeRegistry(nodes=live("node1"), fail={call: denied})
+    d = daemon(settings, registry)
+    d.inbox.post(Wake.STOP)  # were the error swallowed, the loop would stop here instead
+    with pytest.raises(AccessDenied):
+        d.run()

@@ -375,6 +375,8 @@ class Registry:
             return Reason.GUARD_MISSING
         if isinstance(first, BadVersionError | NodeExistsError):
             return Reason.LOST_RACE
+        if isinstance(first, NoAuthError):
+            raise first  # the edge makes it AccessDenied: an ACL refusal is not a lost race
         raise RegistryError(f"publishing {paths.master} failed: {results!r}")
 
     @_edge

@@ -21,6 +21,7 @@ from kazoo.security import OPEN_ACL_UNSAFE
 from agrajag.config import Role, TlsSettings, ZooKeeperSettings, digest_id
 from agrajag.record import WatcherAck
 from agrajag.registry.client import Registry
+from agrajag.registry.errors import AccessDenied
 from tests.factories import master_record, node_record
 from tools.harness.agrajag import Daemons
 from tools.harness.identities import (
@@ -123,6 +124,8 @@ def test_neither_anonymous_nor_a_watcher_can_change_the_master_nodes_or_history(
                     pytest.fail(f"{who} could {what}")
             c.stop()
             c.close()
+        with pytest.raises(AccessDenied, match="ZooKeeper publish: not allowed by the znode's"):
+            watcher.publish(master_record(1, 2), before.version, 0)  # the daemons' multi-op
         anonymous = client(zk.hosts, [])
         with pytest.raises(NoAuthError):
             anonymous.get(f"{BASE}/master")  # no world-read unless the operator opts in

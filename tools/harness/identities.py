@@ -60,7 +60,7 @@ def secure_example(
     """Point an example's `zookeeper:` section at the harness's identity for `role` and at
     `tls` (the example's TLS files do not exist here; None: plaintext)."""
     zookeeper.update(zookeeper_security(home, role, service=service))
-    zookeeper.pop("tls")
+    zookeeper.pop("tls", None)
     if tls is not None:
         zookeeper["tls"] = tls
 

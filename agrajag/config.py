@@ -146,6 +146,10 @@ class Section:
             raise self.error(key, f"must be a mapping, got {value!r}")
         return Section(value, self.source, f"{self.prefix}{key}.")
 
+    def optional_section(self, key: str) -> Section | None:
+        """The mapping under `key`, None when the key is absent or empty (a feature left off)."""
+        return None if self.data.get(key) is None else self.section(key)
+
     def sections(self, key: str) -> list[Section]:
         value = self._value(key, _MISSING)
         if isinstance(value, str) or not isinstance(value, Sequence):
@@ -314,14 +318,15 @@ class ZooKeeperSettings:
 
     @classmethod
     def from_section(cls, s: Section, role: Role = Role.READER) -> ZooKeeperSettings:
-        s.reject_unknown({"hosts", "root", "session_timeout_s", "call_timeout_s", *_SECURITY})
+        s.reject_unknown(
+            {"hosts", "root", "session_timeout_s", "call_timeout_s", "auth", "acl", "tls"}
+        )
         root = s.string("root", "/agrajag")
         if not root.startswith("/") or root != "/" + "/".join(p for p in root.split("/") if p):
             raise s.error("root", f"must be an absolute znode path like /agrajag, got {root!r}")
-        auth = (
-            DigestAuth.from_section(s.section("auth")) if s.data.get("auth") is not None else None
-        )
-        acl = AclSettings.from_section(s.section("acl")) if s.data.get("acl") is not None else None
+        auth = DigestAuth.from_section(a) if (a := s.optional_section("auth")) else None
+        acl = AclSettings.from_section(c) if (c := s.optional_section("acl")) else None
+        tls = TlsSettings.from_section(t) if (t := s.optional_section("tls")) else None
         _check_identity(s, role, auth, acl)
         return cls(
             hosts=s.string("hosts"),
@@ -330,13 +335,8 @@ class ZooKeeperSettings:
             call_timeout_s=s.number("call_timeout_s", 2.0, minimum=0.1, maximum=60),
             auth=auth,
             acl=acl,
-            tls=TlsSettings.from_section(s.section("tls"))
-            if s.data.get("tls") is not None
-            else None,
+            tls=tls,
         )
-
-
-_SECURITY = {"auth", "acl", "tls"}
 
 
 def _check_identity(
@@ -389,7 +389,5 @@ class MetricsSettings:
         return cls(
             address=s.string("address", "127.0.0.1"),
             port=None if port is None else s.integer("port", minimum=0, maximum=65535),
-            tls=MetricsTls.from_section(s.section("tls"))
-            if s.data.get("tls") is not None
-            else None,
+            tls=MetricsTls.from_section(t) if (t := s.optional_section("tls")) else None,
         )

@@ -1,4 +1,5 @@
-"""The `agrajag` command: daemon | watch | notify | status | registry | check-config.
+"""The `agrajag` command: daemon | watch | notify | status | registry | check-config |
+secure-registry | digest-id | conf-dir.
 
 Each subcommand imports its module only when it runs, so `agrajag notify` (called by repmgr
 on every event, possibly as the `postgres` user) stays quick and light.
@@ -69,6 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="the daemon or watcher YAML")
 
     _add_registry(sub.add_parser("registry", help="operators: look at and repair a cluster"))
+
+    secure = sub.add_parser(
+        "secure-registry",
+        help="give every existing znode the ACL of the config's zookeeper.acl (idempotent)",
+    )
+    secure.add_argument("--config", required=True, help="a daemon YAML (its identity is used)")
+    secure.add_argument("--dry-run", action="store_true", help="only print what would change")
+
+    digest = sub.add_parser(
+        "digest-id", help="print the ZooKeeper digest id of a user, for zookeeper.acl lists"
+    )
+    digest.add_argument("--user", required=True)
+    source = digest.add_mutually_exclusive_group(required=True)
+    source.add_argument("--password-file", help="a file holding the password (mode 0600)")
+    source.add_argument("--password-env", help="an environment variable holding it")
     return parser
 
 
@@ -136,6 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agrajag.registry_cli import run_registry
 
             return run_registry(args)
+        if args.command == "secure-registry":
+            from agrajag.secure_registry import run_secure_registry
+
+            return run_secure_registry(args.config, dry_run=args.dry_run)
+        if args.command == "digest-id":
+            from agrajag.secure_registry import print_digest_id
+
+            return print_digest_id(args.user, args.password_file, args.password_env)
         from agrajag.status import run_status
 
         return run_status(args)

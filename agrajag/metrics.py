@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, start_http_server
 
-from agrajag.config import MetricsSettings
+from agrajag.config import MetricsSettings, MetricsTls
 from agrajag.errors import ConfigError
 
 SESSION_STATES = ["connected", "suspended", "lost"]
@@ -168,9 +168,18 @@ def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:
     """Start the scrape endpoint if configured; returns the bound port (0 picks a free one)."""
     if settings.port is None:
         return None
+    tls = settings.tls or MetricsTls("", "")  # empty: prometheus-client serves plain HTTP
     try:
-        server, _thread = start_http_server(settings.port, addr=settings.address, registry=registry)
-    except OSError as exc:
+        server, _thread = start_http_server(
+            settings.port,
+            addr=settings.address,
+            registry=registry,
+            certfile=tls.cert or None,
+            keyfile=tls.key or None,
+            client_cafile=tls.client_ca,
+            client_auth_required=tls.client_ca is not None,
+        )
+    except OSError as exc:  # ssl.SSLError included: a bad certificate or key
         where = f"{settings.address}:{settings.port}"
-        raise ConfigError(f"metrics: cannot listen on {where}: {exc.strerror}") from None
+        raise ConfigError(f"metrics: cannot listen on {where}: {exc.strerror or exc}") from None
     return int(server.server_port)

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+from agrajag.config import Role
 from agrajag.errors import AgrajagError
 from agrajag.record import MasterRecord, WatcherAck, utc_now
 from agrajag.registry.client import Registry
@@ -76,7 +77,8 @@ def operator_name() -> str:
 
 
 def run_registry(args: argparse.Namespace) -> int:
-    registry = open_registry(args)
+    # trim-history and reset write as the daemons do (their ACLs); show only reads
+    registry = open_registry(args, Role.READER if args.action == "show" else Role.DAEMON)
     try:
         if args.action == "show":
             return show(registry, args.cluster)

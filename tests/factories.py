@@ -5,10 +5,16 @@ Not a test module: tests import these instead of importing each other.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from agrajag.config import Role
 from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound
 from agrajag.daemon.repmgr import parse_cluster_show
 from agrajag.daemon.view import ClusterView
 from agrajag.record import MasterRecord, NodeRecord
+from tools.harness.identities import secure_example, write_secret
+from tools.harness.shipped import example
 
 REPMGR_HEADER = (
     " ID | Name | Role | Status | Upstream | Location | Priority | Timeline | Connection string\n"
@@ -71,3 +77,16 @@ FAILED_OVER = repmgr_view(
 def probe(**outcomes: Outcome) -> ProbeRound:
     """A probe round: probe(node1=Outcome.WRITABLE, node2=Outcome.READ_ONLY)."""
     return ProbeRound(tuple(NodeCheck(n, o, 0.01, "") for n, o in outcomes.items()))
+
+
+def shipped_config(name: str, home: Path, role: Role) -> dict[str, Any]:
+    """conf.d's example `name` with its secret and TLS files made in `home` (the example's
+    own paths under /etc do not exist here): the identity is the harness's, the TLS files
+    placeholders with the example's modes."""
+    conf = example(name)
+    zookeeper = conf["zookeeper"]
+    tls = {key: home / Path(path).name for key, path in zookeeper["tls"].items()}
+    secure_example(zookeeper, home, role, tls={k: str(p) for k, p in tls.items()})
+    for path in tls.values():
+        write_secret(path, "placeholder")
+    return conf

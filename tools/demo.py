@@ -40,8 +40,9 @@ def served_port(port: int) -> int | None:
     return int(row[0]) if row else None
 
 
-def status(zk: ZkEnsemble) -> None:
-    subprocess.run([AGRAJAG, "status", "--zookeeper", zk.hosts], check=False, timeout=30)
+def status(watcher: WatchProc) -> None:
+    """`agrajag status` with the watcher's config: its identity may read the registry."""
+    subprocess.run([AGRAJAG, "status", "--config", str(watcher.config)], check=False, timeout=30)
 
 
 def step(text: str) -> None:
@@ -70,7 +71,7 @@ def main() -> int:
         old = cluster.nodes[0]
         wait_until(lambda: served_port(haproxy.port) == old.port, timeout=30, what="routing")
         print(f"HAProxy 127.0.0.1:{haproxy.port} routes to {old.name} (port {old.port})")
-        status(zk)
+        status(watcher)
 
         step(f"killing the primary {old.name} (pg_ctl -m immediate)")
         crashed = time.monotonic()
@@ -92,7 +93,7 @@ def main() -> int:
             f"HAProxy routes new clients to {new.name} (port {new.port}) "
             f"{routed - writable:.2f} s later ({routed - crashed:.2f} s after the crash)"
         )
-        status(zk)
+        status(watcher)
         if keep:
             step(f"running; ZooKeeper at {zk.hosts}, HAProxy at 127.0.0.1:{haproxy.port}")
             print(f"watcher log: {watcher.log}; Ctrl-C stops everything")

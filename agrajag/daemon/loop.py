@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from agrajag.config import Role
 from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Unchanged, decide
 from agrajag.daemon.liveness import Liveness
 from agrajag.daemon.probe import check_round
@@ -29,7 +30,7 @@ from agrajag.metrics import DaemonMetrics, serve
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, NodeRecord, utc_now
 from agrajag.registry.client import Registry
-from agrajag.registry.errors import NodeNameTaken, RegistryError, Unavailable
+from agrajag.registry.errors import AccessDenied, NodeNameTaken, RegistryError, Unavailable
 from agrajag.registry.values import Current, Session
 
 log = logging.getLogger("agrajag.daemon")
@@ -260,6 +261,8 @@ class Daemon:
             current = self.registry.read_master(cluster)
             guard = self.registry.guard_version(cluster, candidate.name) if candidate else None
             self.metrics.live_daemons.labels(cluster).set(len(self.registry.live_nodes(cluster)))
+        except AccessDenied:
+            raise  # credentials or ACLs: no later round can fix it (see run)
         except RegistryError as exc:
             log.warning("cluster=%s registry not usable: %s", cluster, exc)
             return refusal(exc), None
@@ -294,6 +297,8 @@ class Daemon:
         record = decision.record
         try:
             refused = self.registry.publish(record, decision.master_version, decision.guard_version)
+        except AccessDenied:
+            raise
         except RegistryError as exc:
             self.metrics.publishes.labels(cluster, "error").inc()
             return refusal(exc, f"publishing {record.node} failed: ")
@@ -341,6 +346,8 @@ class Daemon:
         while trigger is not None:
             try:
                 self.round(trigger)
+            except AccessDenied:
+                raise  # wrong identity or ACLs: stop with one clear error, exit nonzero
             except AgrajagError as exc:
                 log.error("cluster=%s round failed: %s", self.settings.cluster, exc)
             wait = 0.0 if self.reread else self.settings.poll_interval_s
@@ -412,13 +419,7 @@ def run_daemon(config_path: str) -> int:
         group=settings.wakeup_group,
     )
     zk = settings.zookeeper
-    registry = Registry.connect(
-        zk.hosts,
-        zk.root,
-        session_timeout=zk.session_timeout_s,
-        call_timeout=zk.call_timeout_s,
-        start_timeout=zk.call_timeout_s,
-    )
+    registry = Registry.connect(zk, Role.DAEMON, start_timeout=zk.call_timeout_s)
     daemon = Daemon(settings, registry, metrics, inbox, config_path=config_path)
     signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
     for sig in (signal.SIGTERM, signal.SIGINT):

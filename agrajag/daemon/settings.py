@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agrajag.config import MetricsSettings, Problems, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import (
+    MetricsSettings,
+    Problems,
+    Role,
+    Section,
+    ZooKeeperSettings,
+    load_yaml,
+    read_secret,
+)
 from agrajag.daemon.probe_values import Credentials
 
 KEYS = {
@@ -48,12 +56,13 @@ class CheckSettings:
     @classmethod
     def from_section(cls, s: Section) -> CheckSettings:
         s.reject_unknown(
-            {"user", "password", "passfile", "sslmode", "dbname", "deadline_s", "connect_timeout_s"}
+            {"user", "password", "password_file", "password_env", "passfile", "sslmode"}
+            | {"dbname", "deadline_s", "connect_timeout_s"}
         )
         return cls(
             credentials=Credentials(
                 user=s.string("user"),
-                password=s.optional_string("password"),
+                password=read_secret(s, "password"),
                 passfile=s.optional_string("passfile"),
                 sslmode=s.optional_string("sslmode"),
             ),
@@ -85,7 +94,9 @@ class DaemonSettings:
         settings = cls(
             cluster=cluster,
             node=p.read(lambda: s.name("node")),
-            zookeeper=p.read(lambda: ZooKeeperSettings.from_section(s.section("zookeeper"))),
+            zookeeper=p.read(
+                lambda: ZooKeeperSettings.from_section(s.section("zookeeper"), Role.DAEMON)
+            ),
             repmgr=p.read(lambda: RepmgrSettings.from_section(s.section("repmgr", {}))),
             check=p.read(lambda: CheckSettings.from_section(s.section("check"))),
             poll_interval_s=p.read(

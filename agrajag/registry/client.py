@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -35,12 +37,16 @@ from kazoo.exceptions import (
     SessionExpiredError,
     SessionMovedError,
 )
+from kazoo.handlers.utils import create_tcp_connection
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry, RetryFailedError
+from kazoo.security import ACL, Id
 
+from agrajag.config import Role, TlsSettings, ZooKeeperSettings
 from agrajag.errors import AgrajagError, ConfigError
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, NodeRecord, RecordError, WatcherAck
+from agrajag.registry.acl import Grant, Policy
 from agrajag.registry.errors import (
     AccessDenied,
     AgentNameTaken,
@@ -75,8 +81,13 @@ def kazoo_errors(what: str) -> Iterator[None]:
         raise
     except _UNREACHABLE as exc:
         raise Unavailable(f"ZooKeeper {what}: {exc!r}") from exc
-    except (AuthFailedError, NoAuthError) as exc:
-        raise AccessDenied(f"ZooKeeper {what}: {exc!r}") from exc
+    except NoAuthError as exc:
+        raise AccessDenied(
+            f"ZooKeeper {what}: not allowed by the znode's ACL for this identity (check "
+            "zookeeper.auth and zookeeper.acl; agrajag secure-registry sets the ACLs)"
+        ) from exc
+    except AuthFailedError as exc:
+        raise AccessDenied(f"ZooKeeper {what}: authentication failed") from exc
     except KazooException as exc:
         raise RegistryError(f"ZooKeeper {what}: {exc!r}") from exc
 
@@ -100,6 +111,35 @@ _KAZOO_STATES = {
 }
 
 
+class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """kazoo's logger with our secrets taken out: at DEBUG kazoo logs every request it sends,
+    the authentication request with its password included.
+
+    >>> import io
+    >>> out = io.StringIO(); base = logging.getLogger("redact-demo"); base.propagate = False
+    >>> base.addHandler(logging.StreamHandler(out)); base.setLevel(logging.DEBUG)
+    >>> RedactingLogger(base, ["s3cret"]).debug("Sending %r", ("digest", "u:s3cret"))
+    >>> out.getvalue()
+    "Sending ('digest', 'u:***')\\n"
+    """
+
+    def __init__(self, logger: logging.Logger, secrets: list[str]) -> None:
+        super().__init__(logger, {})
+        self.secrets = secrets
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):  # a malformed call must not break kazoo's thread
+            text = f"{msg} {args!r}"
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        kwargs.setdefault("stacklevel", 2)
+        self.logger.log(level, "%s", text, **kwargs)
+
+
 def default_retry(call_timeout: float) -> KazooRetry:
     """Retry a lost connection briefly, never past the call's own bound."""
     return KazooRetry(max_tries=3, delay=0.05, max_delay=0.5, deadline=call_timeout)
@@ -119,39 +159,56 @@ class Registry:
         *,
         call_timeout: float = 2.0,
         retry: KazooRetry | None = None,
+        acl: Policy | None = None,
     ) -> None:
         self.client = client
         self.root = root
         self.call_timeout = call_timeout
         self.retry = retry or default_retry(call_timeout)
+        self.acl_policy = acl  # None: znodes are created open to anyone, as ZooKeeper's default
         self._listeners: list[Callable[[Session], None]] = []
         self._lock = threading.Lock()
+        self._connected = threading.Event()
+        if client.state == KazooState.CONNECTED:
+            self._connected.set()
         client.add_listener(self._on_state)
 
     @classmethod
     def connect(
-        cls,
-        hosts: str,
-        root: str = "/agrajag",
-        *,
-        session_timeout: float = 10.0,
-        call_timeout: float = 2.0,
-        start_timeout: float = 0.0,
+        cls, zk: ZooKeeperSettings, role: Role = Role.READER, *, start_timeout: float = 0.0
     ) -> Registry:
-        """A registry on a new client; starts connecting, waits up to `start_timeout` for it.
+        """A registry on a new client for `role`; starts connecting, waits up to
+        `start_timeout` for it.
 
         The process goes on when ZooKeeper is down at start: kazoo keeps trying, and the
-        session state tells the caller when it may act.
+        session state tells the caller when it may act. A TLS server that answers with a
+        certificate we cannot trust (or without TLS) is refused at once: that is not an
+        outage that may pass.
         """
+        policy = Policy(zk.acl) if zk.acl else None
+        secrets = [zk.auth.password] if zk.auth else []
+        tls = zk.tls
+        creates = _kazoo_acl(policy.created_by(role)) if policy else []
         try:
             client = KazooClient(
-                hosts=hosts,
-                timeout=session_timeout,
+                hosts=zk.hosts,
+                timeout=zk.session_timeout_s,
                 connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+                auth_data=[("digest", f"{zk.auth.user}:{zk.auth.password}")] if zk.auth else None,
+                default_acl=creates or None,  # None: kazoo's default, open to anyone
+                use_ssl=tls is not None,
+                ca=tls and tls.ca,
+                certfile=tls and tls.cert,
+                keyfile=tls and tls.key,
+                verify_certs=True,
+                check_hostname=tls is not None,
+                logger=RedactingLogger(logging.getLogger("kazoo.client"), secrets),
             )
         except ValueError as exc:
-            raise ConfigError(f"zookeeper.hosts {hosts!r}: {exc}") from None
-        registry = cls(client, root, call_timeout=call_timeout)
+            raise ConfigError(f"zookeeper.hosts {zk.hosts!r}: {exc}") from None
+        if tls:
+            _check_tls(client.hosts, tls, timeout=min(zk.call_timeout_s, 5.0))
+        registry = cls(client, zk.root, call_timeout=zk.call_timeout_s, acl=policy)
         event = client.start_async()
         event.wait(start_timeout)
         return registry
@@ -182,6 +239,10 @@ class Registry:
 
     def _on_state(self, state: str) -> None:
         session = _KAZOO_STATES[state]
+        if session is Session.CONNECTED:
+            self._connected.set()
+        else:
+            self._connected.clear()
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
@@ -221,8 +282,15 @@ class Registry:
         """Create the cluster's `nodes/`, `history/` and `watchers/` where missing."""
         paths = Paths(self.root, cluster)
         for path in (paths.nodes, paths.history, paths.watchers):
+            # watchers/ lets watchers create their acknowledgement in it; the rest is the
+            # client's default ACL
+            acl = (
+                _kazoo_acl(self.acl_policy.watchers_dir())
+                if self.acl_policy and path == paths.watchers
+                else None
+            )
             with contextlib.suppress(NodeExistsError):
-                self._call("create", path, b"", makepath=True)
+                self._call("create", path, b"", acl=acl, makepath=True)
 
     @_edge
     def register_node(self, cluster: str, record: NodeRecord) -> bool:
@@ -341,6 +409,8 @@ class Registry:
             return Reason.LAYOUT_MISSING
         if isinstance(first, BadVersionError | NodeExistsError):
             return Reason.LOST_RACE
+        if isinstance(first, NoAuthError):
+            raise first  # the edge makes it AccessDenied: an ACL refusal is not a lost race
         raise RegistryError(f"publishing {paths.master} failed: {results!r}")
 
     @_edge
@@ -365,8 +435,15 @@ class Registry:
     def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
         """Call `on_change` whenever the master znode may have changed (kazoo's thread: the
         callback must only wake someone up). DataWatch re-arms itself across reconnects and
-        may coalesce versions, so the caller re-reads every time."""
+        may coalesce versions, so the caller re-reads every time.
+
+        Waits for the session first, then reads the znode once: a watch kazoo cannot read
+        (the ACL refuses this identity) raises AccessDenied here, instead of failing in kazoo's
+        own threads at every reconnect."""
         path = Paths(self.root, cluster).master
+        self._connected.wait()
+        with contextlib.suppress(NoNodeError):
+            self._call("get", path)
 
         def changed(data: bytes | None, stat: Any, event: Any = None) -> None:
             on_change()
@@ -385,7 +462,10 @@ class Registry:
         stat = self._call("exists", path)
         try:
             if stat is None:
-                self._call("create", path, ack.to_json(), ephemeral=True, makepath=True)
+                # under ACLs watchers/ must come from a daemon's ensure_layout: it carries the
+                # right to create in it, which parents made here would not
+                makepath = self.acl_policy is None
+                self._call("create", path, ack.to_json(), ephemeral=True, makepath=makepath)
             elif stat.ephemeralOwner == self.session_id:
                 self._call("set", path, ack.to_json(), version=stat.version)
             else:
@@ -485,3 +565,69 @@ class Registry:
                 f"reset of {paths.base} not done: the master changed since it was read "
                 f"({results!r}); look again and retry"
             )
+
+    # -- ACLs (agrajag secure-registry) ----------------------------------------------------
+
+    @_edge
+    def children(self, path: str) -> list[str]:
+        return self._children(path)
+
+    @_edge
+    def acl(self, path: str) -> tuple[frozenset[Grant], int] | None:
+        """The znode's ACL and its ACL version; None when there is no such znode."""
+        try:
+            acls, stat = self._call("get_acls", path)
+        except NoNodeError:
+            return None
+        return frozenset(Grant(a.id.scheme, a.id.id, a.perms) for a in acls), int(stat.aversion)
+
+    @_edge
+    def set_acl(self, path: str, grants: frozenset[Grant], version: int) -> None:
+        """Replace the znode's ACL if it is still at ACL `version` (else BadVersion)."""
+        self._call("set_acls", path, _kazoo_acl(grants), version)
+
+
+def _kazoo_acl(grants: frozenset[Grant]) -> list[ACL]:
+    return [ACL(g.perms, Id(g.scheme, g.id)) for g in sorted(grants)]
+
+
+def _check_tls(hosts: list[tuple[str, int]], tls: TlsSettings, timeout: float) -> None:
+    """Shake hands with every address of every server as kazoo will; a server we cannot trust
+    (or that does not speak TLS) is an error now. One that does not answer is left to kazoo's
+    retries: an outage may pass, a wrong certificate will not."""
+    for host, port in hosts:
+        try:
+            addresses = {
+                info[4][0] for info in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            }
+        except OSError:
+            continue
+        for address in sorted(addresses):
+            try:
+                conn = create_tcp_connection(
+                    socket,
+                    (address, port),
+                    hostname=host,
+                    timeout=timeout,
+                    use_ssl=True,
+                    ca=tls.ca,
+                    certfile=tls.cert,
+                    keyfile=tls.key,
+                    verify_certs=True,
+                    check_hostname=True,
+                )
+            except ssl.SSLError as exc:
+                why = _handshake_refusal(exc, tls)
+                raise AccessDenied(f"TLS to ZooKeeper {host}:{port} refused: {why}") from None
+            except OSError:
+                continue
+            conn.close()
+
+
+def _handshake_refusal(exc: ssl.SSLError, tls: TlsSettings) -> str:
+    """Why a TLS handshake failed, in the operator's terms."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message} (zookeeper.tls.ca {tls.ca})"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "the server ended the handshake (a plaintext port, or it refused our certificate)"
+    return str(exc.reason or exc)

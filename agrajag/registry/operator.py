@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 
-from agrajag.config import ZooKeeperSettings, load_yaml
+from agrajag.config import Role, ZooKeeperSettings, load_yaml
 from agrajag.registry.client import Registry
 from agrajag.registry.errors import Unavailable
 from agrajag.registry.values import Session
@@ -17,17 +18,19 @@ from agrajag.registry.values import Session
 START_TIMEOUT_S = 5.0
 
 
-def open_registry(args: argparse.Namespace) -> Registry:
-    """A connected Registry; Unavailable when ZooKeeper does not answer within 5 s."""
+def open_registry(args: argparse.Namespace, role: Role = Role.READER) -> Registry:
+    """A connected Registry; Unavailable when ZooKeeper does not answer within 5 s. With
+    `--config`, the process's own identity, ACLs and TLS settings are used."""
     if args.config:
-        zk = ZooKeeperSettings.from_section(load_yaml(args.config).section("zookeeper"))
-        hosts, root = zk.hosts, args.root or zk.root
+        section = load_yaml(args.config).section("zookeeper")
+        zk = ZooKeeperSettings.from_section(section, role)
     else:
-        hosts, root = args.zookeeper, args.root or "/agrajag"
+        zk = ZooKeeperSettings(hosts=args.zookeeper)
+    zk = replace(zk, root=args.root or zk.root)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("kazoo").setLevel(logging.WARNING)  # no "Connecting to ..." noise
-    registry = Registry.connect(hosts, root, start_timeout=START_TIMEOUT_S)
+    registry = Registry.connect(zk, role, start_timeout=START_TIMEOUT_S)
     if registry.session is not Session.CONNECTED:
         registry.close()
-        raise Unavailable(f"cannot reach ZooKeeper at {hosts}")
+        raise Unavailable(f"cannot reach ZooKeeper at {zk.hosts}")
     return registry

@@ -26,12 +26,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from agrajag import __version__
+from agrajag.config import Role
 from agrajag.errors import AgrajagError
 from agrajag.inbox import Event, Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics, serve
 from agrajag.record import MasterRecord, WatcherAck, utc_now
 from agrajag.registry.client import Registry
-from agrajag.registry.errors import RegistryError
+from agrajag.registry.errors import AccessDenied, RegistryError
 from agrajag.registry.values import Current, Paths, Session
 from agrajag.sinks import SinkError
 from agrajag.watch.rules import Refused, accept, routed
@@ -111,7 +112,10 @@ class Watcher:
         """Register the DataWatches. Their first read waits for ZooKeeper without a bound,
         hence this thread: the loop must go on applying the state file meanwhile."""
         for cluster in self.config.clusters:
-            self.registry.watch_master(cluster, lambda: self.inbox.post(Wake.CHANGED))
+            try:
+                self.registry.watch_master(cluster, lambda: self.inbox.post(Wake.CHANGED))
+            except AccessDenied:
+                return  # the loop's own read of the master stops the watcher with the error
 
     def step(self, events: Iterable[Event]) -> None:
         """Any wake-up re-reads every master (a watch may hide several changes); then the
@@ -226,6 +230,8 @@ class Watcher:
         for cluster in self.config.clusters:
             try:
                 current = self.registry.read_master(cluster)
+            except AccessDenied:
+                raise  # wrong identity or ACLs: stop with one clear error, exit nonzero
             except RegistryError as exc:
                 log.warning("cluster %s: cannot read the master: %s", cluster, exc)
                 heard = False
@@ -324,6 +330,8 @@ class Watcher:
                 continue
             try:
                 self.registry.acknowledge(cluster, ack)
+            except AccessDenied:
+                raise
             except RegistryError as exc:
                 if self.ack_problems.get(cluster) != str(exc):  # once, not every reconcile
                     self.ack_problems[cluster] = str(exc)
@@ -340,14 +348,7 @@ class Watcher:
 
 
 def _connect(config: WatchConfig, start_timeout: float) -> Registry:
-    zk = config.zookeeper
-    return Registry.connect(
-        zk.hosts,
-        zk.root,
-        session_timeout=zk.session_timeout_s,
-        call_timeout=zk.call_timeout_s,
-        start_timeout=start_timeout,
-    )
+    return Registry.connect(config.zookeeper, Role.WATCHER, start_timeout=start_timeout)
 
 
 def render_only(config_path: str) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from agrajag.config import MetricsSettings, Problems, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import MetricsSettings, Problems, Role, Section, ZooKeeperSettings, load_yaml
 from agrajag.sinks import Sink, build_sink
 from agrajag.watch.rules import Backoff, FailMode
 
@@ -93,7 +93,9 @@ class WatchConfig:
         config = cls(
             source=str(path),
             agent=p.read(lambda: s.name("agent", socket.gethostname())),
-            zookeeper=p.read(lambda: ZooKeeperSettings.from_section(s.section("zookeeper"))),
+            zookeeper=p.read(
+                lambda: ZooKeeperSettings.from_section(s.section("zookeeper"), Role.WATCHER)
+            ),
             clusters=p.read(lambda: _clusters(s)),
             fail_mode=fail_mode,
             fail_closed_after_s=p.read(lambda: _fail_closed_after(s, fail_mode, interval)),

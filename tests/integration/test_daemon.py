@@ -12,7 +12,9 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
+from agrajag.config import Role
 from tools.harness.agrajag import Daemons
+from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
 from tools.harness.procs import wait_until
 from tools.harness.zookeeper import ZkEnsemble
@@ -26,7 +28,7 @@ class Observer:
     """Reads the registry with its own client, as an operator would."""
 
     def __init__(self, hosts: str) -> None:
-        self.client = KazooClient(hosts=hosts, timeout=10)
+        self.client = KazooClient(hosts=hosts, timeout=10, auth_data=kazoo_auth(Role.WATCHER))
         self.client.start(timeout=20)
 
     def master(self) -> dict[str, Any] | None:

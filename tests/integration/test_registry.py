@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from agrajag.config import ZooKeeperSettings
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, WatcherAck
 from agrajag.registry.client import Registry
@@ -32,7 +33,8 @@ def registries(zk: ZkEnsemble) -> Iterator[list[Registry]]:
     made: list[Registry] = []
 
     def make() -> Registry:
-        r = Registry.connect(zk.hosts, session_timeout=4, call_timeout=1, start_timeout=10)
+        settings = ZooKeeperSettings(zk.hosts, session_timeout_s=4, call_timeout_s=1)
+        r = Registry.connect(settings, start_timeout=10)
         made.append(r)
         return r
 

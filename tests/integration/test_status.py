@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agrajag.config import ZooKeeperSettings
 from agrajag.record import NodeRecord, WatcherAck, utc_now
 from agrajag.registry.client import Registry
 from tests.factories import master_record
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def populated(zk: ZkEnsemble) -> Iterator[Registry]:
-    r = Registry.connect(zk.hosts, start_timeout=10)
+    r = Registry.connect(ZooKeeperSettings(zk.hosts), start_timeout=10)
     r.ensure_layout("main")
     verdicts = {"node1": ("unchanged", None), "node2": ("refuse", "split_brain")}
     for i, (node, (decision, reason)) in enumerate(verdicts.items(), start=1):

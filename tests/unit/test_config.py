@@ -6,17 +6,18 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agrajag.config import MetricsSettings, Section
+from agrajag.config import MetricsSettings, Role, Section, ZooKeeperSettings
 from agrajag.daemon.settings import DaemonSettings
 from agrajag.errors import ConfigError
 from agrajag.metrics import serve
 from agrajag.registry.client import Registry
-from tools.harness.shipped import CONF_D, example
+from tests.factories import shipped_config
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -25,9 +26,14 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
-def test_the_shipped_daemon_example_loads() -> None:
-    s = DaemonSettings.load(CONF_D / "daemon.example.yaml")
+def daemon_example(tmp_path: Path) -> dict[str, Any]:
+    return shipped_config("daemon.example.yaml", tmp_path, Role.DAEMON)
+
+
+def test_the_shipped_daemon_example_loads(tmp_path: Path) -> None:
+    s = DaemonSettings.load(write(tmp_path, daemon_example(tmp_path)))
     assert (s.cluster, s.node, s.zookeeper.root) == ("main", "node1", "/agrajag")
+    assert s.zookeeper.auth and s.zookeeper.acl and s.zookeeper.tls
     assert s.check.credentials.user == "agrajag" and s.check.deadline_s == 2
     assert s.metrics.port == 9187 and s.metrics.address == "127.0.0.1"
 
@@ -51,7 +57,7 @@ def test_the_shipped_daemon_example_loads() -> None:
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
-    data = example("daemon.example.yaml")
+    data = daemon_example(tmp_path)
     change(data)
     path = write(tmp_path, data)
     with pytest.raises(ConfigError) as err:
@@ -76,7 +82,7 @@ def test_unreadable_and_invalid_files_are_named(tmp_path: Path) -> None:
 
 def test_a_bad_zookeeper_connect_string_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"zookeeper\.hosts 'zk1:notaport': Port could not"):
-        Registry.connect("zk1:notaport")
+        Registry.connect(ZooKeeperSettings("zk1:notaport"))
 
 
 def test_a_metrics_port_in_use_is_a_config_error() -> None:
@@ -115,7 +121,7 @@ def test_a_list_of_names_is_checked_name_by_name(clusters: object, message: str)
 def test_nan_and_infinity_are_refused_naming_the_key(
     tmp_path: Path, value: str, path: tuple[str, ...], key: str
 ) -> None:
-    data = example("daemon.example.yaml")
+    data = daemon_example(tmp_path)
     section = data
     for name in path:
         section = section[name]
@@ -130,7 +136,7 @@ def test_nan_and_infinity_are_refused_naming_the_key(
 
 
 def test_a_missing_wakeup_socket_directory_is_a_clear_error(tmp_path: Path) -> None:
-    data = example("daemon.example.yaml")
+    data = daemon_example(tmp_path)
     data["wakeup_socket"] = str(tmp_path / "absent" / "main.sock")
     data["metrics"] = {}
     config = write(tmp_path, data)

@@ -18,7 +18,7 @@ from agrajag.daemon.view import ClusterView
 from agrajag.inbox import Inbox, Notified, SessionChanged, Wake
 from agrajag.metrics import DaemonMetrics
 from agrajag.reasons import Reason
-from agrajag.registry.errors import NodeNameTaken, RegistryError, Unavailable
+from agrajag.registry.errors import AccessDenied, NodeNameTaken, RegistryError, Unavailable
 from agrajag.registry.values import Session
 from tests.factories import FAILED_OVER, HEALTHY, master_record, probe, repmgr_row, repmgr_view
 from tests.fakes import FakeRegistry
@@ -289,3 +289,16 @@ def test_the_liveness_record_keeps_the_node_id_and_the_last_verdict_at_a_bounded
     now[0] += 10
     d.round()  # the same verdict: nothing to write, `decided_at` stays
     assert registry.nodes["node3"] == writes + 1 and d.liveness.decided_at == decided_at
+
+
+@pytest.mark.parametrize("call", ["read_master", "publish"])
+def test_a_refusing_acl_stops_the_daemon_instead_of_retrying(
+    settings: DaemonSettings, call: str
+) -> None:
+    """Credentials or ACLs do not heal by themselves: `agrajag daemon` exits with the error."""
+    denied = AccessDenied("ZooKeeper read_master main: not allowed by the znode's ACL")
+    registry = FakeRegistry(nodes=live("node1"), fail={call: denied})
+    d = daemon(settings, registry)
+    d.inbox.post(Wake.STOP)  # were the error swallowed, the loop would stop here instead
+    with pytest.raises(AccessDenied):
+        d.run()

@@ -125,6 +125,9 @@ CALLS: dict[str, Callable[[Registry], object]] = {
     "history_names": lambda r: r.history_names("main"),
     "delete_history": lambda r: r.delete_history("main", ["epoch-0000000001"]),
     "reset": lambda r: r.reset("main", RECORD, -1),
+    "children": lambda r: r.children("/agrajag"),
+    "acl": lambda r: r.acl("/agrajag"),
+    "set_acl": lambda r: r.set_acl("/agrajag", frozenset(), 0),
 }
 
 

@@ -12,8 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from agrajag.config import Role
 from agrajag.daemon.settings import DaemonSettings
+from tests.factories import shipped_config
 from tools.harness.shipped import AGRAJAG, CONF_D
 
 UNITS = {"agrajag-daemon@.service": "agrajag-daemon@main.service", "agrajag-watch.service": None}
@@ -54,11 +57,13 @@ def test_verify_would_catch_a_broken_unit(installed: list[Path]) -> None:
     assert "Unknown key 'ProtectSytem'" in verify(watch).stderr
 
 
-def test_the_daemons_default_wakeup_socket_is_in_its_runtime_directory() -> None:
+def test_the_daemons_default_wakeup_socket_is_in_its_runtime_directory(tmp_path: Path) -> None:
     """Several clusters' daemons share /run/agrajag: it is created for the PostgreSQL user
     (who cannot create it in /run) and kept when one instance stops, so that the others'
     wake-up sockets stay; the socket each daemon uses by default is in it."""
     unit = set((CONF_D / "agrajag-daemon@.service").read_text().splitlines())
     assert {"User=postgres", "RuntimeDirectory=agrajag", "RuntimeDirectoryPreserve=yes"} <= unit
-    settings = DaemonSettings.load(CONF_D / "daemon.example.yaml")
+    config = tmp_path / "daemon.yaml"
+    config.write_text(yaml.safe_dump(shipped_config("daemon.example.yaml", tmp_path, Role.DAEMON)))
+    settings = DaemonSettings.load(config)
     assert Path(settings.wakeup_socket).parent == Path("/run/agrajag")

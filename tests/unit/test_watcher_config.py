@@ -9,16 +9,18 @@ from typing import Any
 import pytest
 import yaml
 
+from agrajag.config import Role
 from agrajag.errors import ConfigError
 from agrajag.watch.rules import Backoff, FailMode
 from agrajag.watch.settings import WatchConfig
-from tools.harness.watch import example, example_sinks
+from tests.factories import shipped_config
+from tools.harness.watch import example_sinks
 
 
 def write(tmp_path: Path, **changes: Any) -> Path:
     """conf.d/watch.example.yaml with its sinks' files in tmp_path, then `changes` (None
     removes a key)."""
-    conf = example("watch.example.yaml")
+    conf = shipped_config("watch.example.yaml", tmp_path, Role.WATCHER)
     conf["sinks"] = list(example_sinks(tmp_path).values())
     conf["state_file"] = str(tmp_path / "state.json")
     for key, value in changes.items():

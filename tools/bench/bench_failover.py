@@ -57,8 +57,10 @@ from typing import Any
 import psycopg
 from kazoo.client import KazooClient
 
+from agrajag.config import Role
 from tools.harness import procs
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
+from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import wait_until
 from tools.harness.shipped import CONF_D
@@ -494,7 +496,8 @@ def main() -> None:
     client: KazooClient | None = None
     try:
         zk.start()
-        client = KazooClient(hosts=zk.hosts, timeout=10)
+        # reads what the daemons publish under their ACLs, as a watcher does
+        client = KazooClient(hosts=zk.hosts, timeout=10, auth_data=kazoo_auth(Role.WATCHER))
         client.start(timeout=20)
         plan = [(i, mode) for i in range(args.failovers) for mode in modes]
         stop = threading.Event()

@@ -29,7 +29,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
-from agrajag.config import MetricsSettings, ZooKeeperSettings
+from agrajag.config import MetricsSettings, Role, ZooKeeperSettings
 from agrajag.inbox import Inbox, Wake
 from agrajag.metrics import WatcherMetrics
 from agrajag.record import MasterRecord, RecordError, WatcherAck
@@ -89,7 +89,7 @@ def watcher_config(hosts: str, agent: str, home: Path, sink: Sink) -> WatchConfi
     return WatchConfig(
         source="bench",
         agent=agent,
-        zookeeper=ZooKeeperSettings(hosts, session_timeout_s=10),
+        zookeeper=ZooKeeperSettings(hosts, ROOT, session_timeout_s=10, call_timeout_s=5),
         clusters=("main",),
         fail_mode=FailMode.OPEN,
         fail_closed_after_s=0,
@@ -108,7 +108,7 @@ def worker(hosts: str, base: Path, sink: str, first: int, count: int) -> None:
         agent, home = f"bench-{i}", base / f"bench-{i}"
         home.mkdir(parents=True)
         config = watcher_config(hosts, agent, home, make_sink(sink, agent, home))
-        registry = Registry.connect(hosts, ROOT, session_timeout=10, call_timeout=5)
+        registry = Registry.connect(config.zookeeper, Role.WATCHER)
         inbox = Inbox()
         loop = Watcher(config, registry, WatcherMetrics(), inbox)
         thread = threading.Thread(target=loop.run, name=config.agent, daemon=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
+from agrajag.config import Role
+from tools.harness.identities import secure_example, write_secret
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
 from tools.harness.procs import Proc, free_port, service_env, write_service_file
 from tools.harness.shipped import AGRAJAG, example
@@ -26,6 +30,7 @@ class DaemonProc:
         root: str = "/agrajag",
         poll_interval_s: float = 1.0,
         session_timeout_s: float = 4.0,
+        tls: dict[str, str] | None = None,
     ) -> None:
         self.node = node
         self.metrics_port = free_port()
@@ -36,8 +41,10 @@ class DaemonProc:
         conf["zookeeper"].update(
             hosts=zk_hosts, root=root, session_timeout_s=session_timeout_s, call_timeout_s=1.0
         )
+        secure_example(conf["zookeeper"], node.dir, Role.DAEMON, tls=tls, service=True)
         conf["repmgr"].update(bin=REPMGR, config=str(node.repmgr_conf))
-        conf["check"] = {"user": CHECK_USER, "password": CHECK_PASSWORD, "deadline_s": 1.0}
+        check_secret = write_secret(node.dir / "check.password", CHECK_PASSWORD, service=True)
+        conf["check"] = {"user": CHECK_USER, "password_file": str(check_secret), "deadline_s": 1.0}
         conf["wakeup_socket"] = str(node.dir / "agrajag.sock")
         conf["metrics"] = {"address": "127.0.0.1", "port": self.metrics_port}
         write_service_file(self.config, yaml.safe_dump(conf))
@@ -65,8 +72,8 @@ class DaemonProc:
 class Daemons:
     """`agrajag daemon` beside every node of a cluster, by node name."""
 
-    def __init__(self, zk_hosts: str, nodes: list[PgNode]) -> None:
-        self.procs = {n.name: DaemonProc(n, zk_hosts) for n in nodes}
+    def __init__(self, zk_hosts: str, nodes: list[PgNode], **options: Any) -> None:
+        self.procs = {n.name: DaemonProc(n, zk_hosts, **options) for n in nodes}
 
     def start(self) -> None:
         for proc in self.procs.values():

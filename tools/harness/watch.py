@@ -13,7 +13,10 @@ import yaml
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from agrajag.config import Role
 from agrajag.record import MasterRecord, WatcherAck
+from agrajag.registry.client import Registry
+from tools.harness.identities import identity_settings, kazoo_auth, secure_example
 from tools.harness.procs import Proc, free_port
 from tools.harness.shipped import AGRAJAG, CONF_D, example
 
@@ -59,7 +62,15 @@ class WatchProc:
     except where a test has to differ: ZooKeeper, agent, paths, timings; and by default only
     the example's template sink (conf.d/primary.env.j2 into `dest`)."""
 
-    def __init__(self, home: Path, zk_hosts: str, *, agent: str = "app1", **overrides: Any) -> None:
+    def __init__(
+        self,
+        home: Path,
+        zk_hosts: str,
+        *,
+        agent: str = "app1",
+        tls: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.agent = agent
@@ -72,6 +83,7 @@ class WatchProc:
         conf.update(agent=agent, state_file=str(self.state_file), reconcile_interval_s=1)
         conf.update(start_wait_s=1)
         conf["zookeeper"].update(hosts=zk_hosts, session_timeout_s=4, call_timeout_s=1)
+        secure_example(conf["zookeeper"], home, Role.WATCHER, tls=tls)
         self.metrics_port = free_port()
         conf["metrics"] = {"address": "127.0.0.1", "port": self.metrics_port}
         conf["retry_backoff"] = {"initial_s": 0.2, "max_s": 1}
@@ -114,12 +126,17 @@ class Publisher:
     """Writes master znodes as the daemon would (and as an attacker might), reads acks."""
 
     def __init__(self, hosts: str) -> None:
-        self.client = KazooClient(hosts=hosts, timeout=4)
+        self.client = KazooClient(hosts=hosts, timeout=4, auth_data=kazoo_auth(Role.DAEMON))
         self.client.start(timeout=20)
+        self.registry = Registry.connect(identity_settings(hosts), Role.DAEMON, start_timeout=20)
+        self.laid_out: set[str] = set()
 
     def write(self, data: bytes | MasterRecord, cluster: str = "main") -> int:
         """Set the master znode; returns its new version."""
         raw = data.to_json() if isinstance(data, MasterRecord) else data
+        if cluster not in self.laid_out:  # as the daemons do: watchers/ with its ACL
+            self.registry.ensure_layout(cluster)
+            self.laid_out.add(cluster)
         path = f"{ROOT}/{cluster}/master"
         retry = self.client.retry
         if retry(self.client.exists, path) is None:
@@ -145,6 +162,7 @@ class Publisher:
         return None if ack is None else ack.applied_epoch
 
     def close(self) -> None:
+        self.registry.close()
         self.client.stop()
         self.client.close()
 

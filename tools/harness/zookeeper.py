@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 
 from tools.harness.procs import Proc, free_port, service_dir, wait_until
+from tools.harness.tls import Pki
 
-CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
+#: Debian's zookeeper.jar names its dependencies in its manifest but not netty-codec, which
+#: the Netty connection factory (TLS) needs.
+CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/netty-codec.jar"
 TICK_MS = 500  # sessions may then last 1 s to 10 s (the server clamps to [2, 20] ticks)
 
 
-def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
-    """Ask a ZooKeeper server a four-letter word (`ruok`, `srvr`, `mntr`)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def four_letter(port: int, word: str, timeout: float = 1.0, pki: Pki | None = None) -> str:
+    """Ask a ZooKeeper server a four-letter word (`ruok`, `srvr`, `mntr`), over TLS with
+    `pki`'s client certificate when given."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        s = raw
+        if pki:
+            context = ssl.create_default_context(cafile=pki.ca)
+            context.load_cert_chain(pki.cert("client"), pki.key("client"))
+            s = context.wrap_socket(raw, server_hostname="127.0.0.1")
         s.sendall(word.encode())
         chunks = []
         while chunk := s.recv(4096):
@@ -24,8 +34,15 @@ def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
 class ZkServer:
     """One ZooKeeper server process; a member of an ensemble when `peers` is given."""
 
-    def __init__(self, base: Path, myid: int = 1, peers: dict[int, tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        base: Path,
+        myid: int = 1,
+        peers: dict[int, tuple[int, int]] | None = None,
+        pki: Pki | None = None,
+    ):
         self.myid = myid
+        self.pki = pki
         self.dir = base / f"zk{myid}"
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "data").mkdir(exist_ok=True)
@@ -36,8 +53,7 @@ class ZkServer:
             "initLimit=10",
             "syncLimit=5",
             f"dataDir={self.dir / 'data'}",
-            f"clientPort={self.port}",
-            "clientPortAddress=127.0.0.1",
+            *_listen(self.port, pki),
             "admin.enableServer=false",
             "4lw.commands.whitelist=ruok,stat,mntr,srvr",
             "maxClientCnxns=0",
@@ -74,7 +90,7 @@ class ZkServer:
     def serving(self) -> bool:
         """True when the server answers client requests (standalone, leader or follower)."""
         try:
-            info = four_letter(self.port, "srvr")
+            info = four_letter(self.port, "srvr", pki=self.pki)
         except OSError:
             return False
         return "Mode: standalone" in info or "Mode: leader" in info or "Mode: follower" in info
@@ -99,13 +115,33 @@ class ZkServer:
         self.proc.resume()
 
 
-class ZkEnsemble:
-    """N ZooKeeper servers forming one ensemble; each can be stopped, killed, frozen, resumed."""
+def _listen(port: int, pki: Pki | None) -> list[str]:
+    """Plaintext on `port`, or with `pki` TLS only: Netty, PEM key and trust stores, client
+    certificates required."""
+    if pki is None:
+        return [f"clientPort={port}", "clientPortAddress=127.0.0.1"]
+    return [
+        f"secureClientPort={port}",
+        "secureClientPortAddress=127.0.0.1",
+        "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+        f"ssl.keyStore.location={pki.keystore('server')}",
+        "ssl.keyStore.type=PEM",
+        f"ssl.trustStore.location={pki.ca}",
+        "ssl.trustStore.type=PEM",
+        "ssl.clientAuth=need",
+    ]
 
-    def __init__(self, size: int = 3):
+
+class ZkEnsemble:
+    """N ZooKeeper servers forming one ensemble; each can be stopped, killed, frozen, resumed.
+    With `pki` they accept TLS only (standalone only: the quorum itself stays plaintext)."""
+
+    def __init__(self, size: int = 3, pki: Pki | None = None):
         base = service_dir("zk")
         peers = {i: (free_port(), free_port()) for i in range(1, size + 1)}
-        self.servers = [ZkServer(base, i, peers if size > 1 else None) for i in range(1, size + 1)]
+        self.servers = [
+            ZkServer(base, i, peers if size > 1 else None, pki) for i in range(1, size + 1)
+        ]
 
     @property
     def hosts(self) -> str:

@@ -15,33 +15,42 @@ YAML (one item of `sinks:` in watch.yaml)::
       clusters: [main]                     # optional; default: every cluster followed
       params: {}                           # optional; free values for the template
       mode: 0640                           # optional; default: keep dest's mode
-      timeout_s: 10                        # optional; bounds the admin connection
+      timeout_s: 10                        # optional; bounds all admin exchanges of an apply
 
 A database "moved" when its entry is in the old and the new file with another host or port;
 the sink derives that from the two files, so no mapping of databases to clusters is needed.
-After `RELOAD`, for each moved database:
+Before `RELOAD` it reads `SHOW POOLS`; after it, for each moved database:
 
 - `cut: reconnect` (transaction pooling): `RECONNECT db`. Each server connection closes
   when its transaction ends; the same client goes on against the new host.
 - `cut: kill` (session pooling, where a client keeps its server connection for life):
   `KILL db` then `RESUME db`. Clients of that database are disconnected and reconnect.
+- either way, a moved database none of whose pools holds a server connection any more (the
+  old primary crashed or shut down) gets `KILL db` + `RESUME db`. After a failed login
+  PgBouncer holds a pool for `server_login_retry` (15 s by default): no new server
+  connection, whatever the file says; neither RELOAD, RECONNECT nor PAUSE/RESUME ends that,
+  only a new pool does, and KILL drops the pools. The clients it disconnects had no server
+  connection to keep; they reconnect to the new primary at once.
 
 PAUSE is not used: in session pooling it waits for the very clients that must be cut, and
 in transaction pooling RELOAD + RECONNECT already switch at the next transaction. A removed
 database is dropped by RELOAD itself; the `*` fallback entry is not cut.
+
+Once RELOAD has moved the routing, a failed cut does not put the old file back (that would
+route to the old primary again): the error says so, and the next apply finishes the cut.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import psycopg
-
-from agrajag.config import Section
+from agrajag.record import MasterRecord
 from agrajag.sinks.base import (
     COMMON_KEYS,
     ApplyResult,
@@ -50,10 +59,18 @@ from agrajag.sinks.base import (
     file_settings,
     section,
 )
+from agrajag.sinks.pgbouncer_admin import (
+    AdminError,
+    AdminSettings,
+    Console,
+    OpenConsole,
+    Row,
+    open_console,
+)
 
-#: Runs admin-console commands in order on one connection. Tests pass a function.
-Admin = Callable[[Sequence[str]], None]
 CUT_MODES = ("reconnect", "kill")
+#: SHOW POOLS columns that count server connections a pool can use (not those logging in).
+SERVER_COLUMNS = ("sv_active", "sv_idle", "sv_used", "sv_tested")
 
 _ENTRY = re.compile(r"^(\S+?)\s*=\s*(.*)$")
 _PARAM = re.compile(r"\s*(\w+)\s*=\s*('(?:[^']|'')*'|[^\s']+)")
@@ -120,48 +137,51 @@ def moved_databases(old_text: str | None, new_text: str) -> list[str]:
     return sorted(db for db in old.keys() & new.keys() if db != "*" and old[db] != new[db])
 
 
-def cut_commands(databases: Sequence[str], cut: str) -> list[str]:
+def without_servers(databases: Iterable[str], pools: Sequence[Row]) -> set[str]:
+    """The databases none of whose pools (SHOW POOLS rows) holds a server connection.
+
+    >>> pools = [{"database": "a", "sv_idle": "1", "sv_active": "0"},
+    ...          {"database": "b", "sv_idle": "0", "sv_active": "0", "sv_login": "1"}]
+    >>> sorted(without_servers(["a", "b", "c"], pools))
+    ['b', 'c']
     """
-    >>> cut_commands(["app"], "reconnect"), cut_commands(["app"], "kill")
+    served = {
+        row["database"]
+        for row in pools
+        if any(int(row.get(column) or 0) for column in SERVER_COLUMNS)
+    }
+    return {db for db in databases if db not in served}
+
+
+def plan_cuts(moved: Sequence[str], pools: Sequence[Row], cut: str) -> dict[str, str]:
+    """How each moved database is cut: `kill` (KILL + RESUME: new pools) or `reconnect`.
+    A database without server connections is killed whatever `cut` says: its pools may be
+    held after a failed login (see the module's docstring).
+
+    >>> plan_cuts(["a", "b"], [{"database": "a", "sv_idle": "2"}], "reconnect")
+    {'a': 'reconnect', 'b': 'kill'}
+    """
+    reset = without_servers(moved, pools)
+    return {db: "kill" if db in reset else cut for db in moved}
+
+
+def cut_commands(db: str, how: str) -> list[str]:
+    """
+    >>> cut_commands("app", "reconnect"), cut_commands("app", "kill")
     (['RECONNECT app'], ['KILL app', 'RESUME app'])
     """
-    if cut == "kill":
-        return [command for db in databases for command in (f"KILL {db}", f"RESUME {db}")]
-    return [f"RECONNECT {db}" for db in databases]
+    return [f"KILL {db}", f"RESUME {db}"] if how == "kill" else [f"RECONNECT {db}"]
 
 
-@dataclass(frozen=True, slots=True)
-class AdminSettings:
-    host: str
-    port: int
-    user: str
-    password: str | None = None
-
-    @classmethod
-    def from_section(cls, s: Section) -> AdminSettings:
-        s.reject_unknown({"host", "port", "user", "password"})
-        return cls(
-            host=s.string("host", "127.0.0.1"),
-            port=s.integer("port", minimum=1, maximum=65535),
-            user=s.string("user"),
-            password=s.optional_string("password"),
-        )
-
-
-def run_admin(settings: AdminSettings, timeout: float, commands: Sequence[str]) -> None:
-    """Run commands on the admin console: simple query protocol only, hence ClientCursor."""
-    with psycopg.connect(
-        host=settings.host,
-        port=settings.port,
-        dbname="pgbouncer",
-        user=settings.user,
-        connect_timeout=max(2, round(timeout)),
-        autocommit=True,
-        cursor_factory=psycopg.ClientCursor,
-        password=settings.password,  # psycopg leaves out parameters that are None
-    ) as conn:
-        for command in commands:
-            conn.execute(command)
+def describe_cuts(cuts: Mapping[str, str]) -> str:
+    """
+    >>> describe_cuts({"b": "kill", "a": "reconnect", "c": "kill"})
+    'kill: b, c; reconnect: a'
+    """
+    return "; ".join(
+        f"{how}: {', '.join(sorted(db for db, h in cuts.items() if h == how))}"
+        for how in sorted(set(cuts.values()))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +202,36 @@ class Settings:
 
 
 class PgBouncerSink(FileSink):
-    def __init__(self, settings: Settings, admin: Admin | None = None) -> None:
+    def __init__(self, settings: Settings, console: OpenConsole | None = None) -> None:
         super().__init__(settings.files)
         self.settings = settings
-        self.admin = admin or partial(run_admin, settings.admin, settings.files.timeout_s)
+        self.open_console = console or partial(open_console, settings.admin)
+        self._deadline = 0.0
+        #: Cuts still owed after a RELOAD that took effect: {database: how}.
+        self._pending: dict[str, str] = {}
+        #: The databases of the file PgBouncer was last told to RELOAD.
+        self._routed: set[str] = set()
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> PgBouncerSink:
         return cls(Settings.from_mapping(data, source))
+
+    def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult:
+        """The file pipeline (RELOAD included), then the cuts owed, this apply's and any a
+        failed apply left; `timeout_s` bounds all admin exchanges together."""
+        self._deadline = time.monotonic() + self.files.timeout_s
+        result = super().apply(records)
+        cuts = {db: how for db, how in self._pending.items() if db in self._routed}
+        self._pending = dict(cuts)
+        if not cuts:
+            return result
+        with self._console("cut") as console:
+            for db, how in sorted(cuts.items()):
+                for command in cut_commands(db, how):
+                    console.run(command)
+                del self._pending[db]
+        action = result.action if result.changed else "cut"
+        return ApplyResult(changed=True, action=action, detail=describe_cuts(cuts))
 
     def check(self, staged_path: Path, text: str) -> None:
         try:
@@ -199,21 +241,28 @@ class PgBouncerSink(FileSink):
 
     def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
         moved = moved_databases(old_text, new_text)
-        self._run(["RELOAD"], "reload")
-        self._run(cut_commands(moved, self.settings.cut), "cut")
-        detail = f"{self.settings.cut}: {', '.join(moved)}" if moved else ""
-        return ApplyResult(changed=True, action="reload", detail=detail)
+        with self._console("reload") as console:
+            pools = console.run("SHOW POOLS") if moved else []
+            console.run("RELOAD")
+        self._routed = set(parse_databases(new_text))
+        self._pending.update(plan_cuts(moved, pools, self.settings.cut))
+        return ApplyResult(changed=True, action="reload")
 
     def rollback(self, old_text: str | None, new_text: str) -> None:
         if old_text is not None:
-            self._run(["RELOAD"], "reload")
+            with self._console("reload") as console:
+                console.run("RELOAD")
+            self._routed = set(parse_databases(old_text))
 
-    def _run(self, commands: Sequence[str], step: str) -> None:
-        if not commands:
-            return
+    @contextmanager
+    def _console(self, step: str) -> Iterator[Console]:
+        """An admin session ending by this apply's deadline; its failures as SinkError. A
+        failed cut leaves the new file in place, and says so."""
         try:
-            self.admin(commands)
-        except (psycopg.Error, OSError) as exc:
-            admin = self.settings.admin
-            where = f"admin console {admin.user}@{admin.host}:{admin.port}"
-            raise self.error(step, f"{'; '.join(commands)} on {where}: {exc}") from exc
+            with self.open_console(self._deadline) as console:
+                yield console
+        except AdminError as exc:
+            detail = str(exc)
+            if step == "cut":
+                detail += "; routing already follows the new file, the next apply retries the cut"
+            raise self.error(step, detail) from exc

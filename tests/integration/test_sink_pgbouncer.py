@@ -1,33 +1,40 @@
 """The PgBouncer sink with the shipped template against real PgBouncer 1.18 and PostgreSQL.
 
 As for HAProxy, node2 is promoted by hand while node1 keeps running, so a client that leaves
-node1 was moved by the sink, not by a crash.
+node1 was moved by the sink, not by a crash; then a real crash with repmgrd, and PgBouncer
+frozen or refusing a step.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from agrajag.record import MasterRecord
+from agrajag.sinks.base import SinkError
 from agrajag.sinks.pgbouncer import PgBouncerSink, Settings
+from agrajag.sinks.pgbouncer_admin import AdminError, AdminSettings, open_console
 from tools.harness.postgres import PgCluster, PgNode
-from tools.harness.procs import wait_until
+from tools.harness.procs import free_port, wait_until
 from tools.harness.proxies import (
+    PGBOUNCER_ADMIN,
     PgBouncer,
     client,
     promote_by_hand,
     served_by,
     writes_through,
 )
+from tools.harness.writer import TABLE, ClientWriter
 
 pytestmark = pytest.mark.integration
 
 
-def pgbouncer_sink(bouncer: PgBouncer, cut: str) -> PgBouncerSink:
-    return PgBouncerSink(Settings.from_mapping(bouncer.sink_section(cut), "test"))
+def pgbouncer_sink(bouncer: PgBouncer, cut: str, timeout_s: float = 10) -> PgBouncerSink:
+    section = {**bouncer.sink_section(cut), "timeout_s": timeout_s}
+    return PgBouncerSink(Settings.from_mapping(section, "test"))
 
 
 def start(bouncer: PgBouncer, sink: PgBouncerSink, node: PgNode) -> None:
@@ -38,8 +45,12 @@ def start(bouncer: PgBouncer, sink: PgBouncerSink, node: PgNode) -> None:
 
 
 def master(node: PgNode, epoch: int) -> MasterRecord:
+    return at_port(node.port, epoch, node.node_id)
+
+
+def at_port(port: int, epoch: int, node_id: int = 1) -> MasterRecord:
     return MasterRecord(
-        "main", epoch, node.node_id, node.name, "127.0.0.1", node.port, 1, "t", "t", {}
+        "main", epoch, node_id, f"node{node_id}", "127.0.0.1", port, 1, "t", "t", {}
     )
 
 
@@ -53,6 +64,17 @@ def session_pgbouncer() -> Iterator[PgBouncer]:
     bouncer = PgBouncer(pool_mode="session")
     try:
         yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(params=[("transaction", "reconnect"), ("session", "kill")], ids=lambda p: p[0])
+def pooled(request: pytest.FixtureRequest) -> Iterator[tuple[PgBouncer, str]]:
+    """PgBouncer in each pooling mode, with the cut its users would configure."""
+    pool_mode, cut = request.param
+    bouncer = PgBouncer(pool_mode=pool_mode)
+    try:
+        yield bouncer, cut
     finally:
         bouncer.stop()
 
@@ -99,3 +121,91 @@ def test_session_pooling_kill_cuts_the_client_holding_the_old_primary(
     assert node1.port not in server_ports(session_pgbouncer)
     assert node1.running() and not node1.in_recovery()
     assert writes_through(session_pgbouncer.port) == node2.port
+
+
+def test_after_a_crash_clients_write_again_as_soon_as_the_sink_moved_them(
+    pg_cluster: PgCluster, pooled: tuple[PgBouncer, str]
+) -> None:
+    """PgBouncer's first login to the crashed primary fails, and it then holds the pool for
+    server_login_retry (15 s); the sink's apply must end that, in both pooling modes."""
+    bouncer, cut = pooled
+    node1 = pg_cluster.nodes[0]
+    node1.sql(TABLE)
+    sink = pgbouncer_sink(bouncer, cut)
+    start(bouncer, sink, node1)
+    with ClientWriter(bouncer.port) as writer:
+        wait_until(lambda: len(writer.written) > 5, timeout=10, what="writes through PgBouncer")
+        crashed = time.monotonic()
+        node1.crash()
+        new = pg_cluster.wait_promotion(node1)
+        promotion = time.monotonic() - crashed
+        sink.apply({"main": master(new, 2)})
+        applied = time.monotonic()
+        wait_until(lambda: writer.wrote_after(applied), timeout=20, what="a write after the apply")
+
+    gap = writer.longest_gap(crashed, applied)
+    assert gap < promotion + 1.0, f"writes stopped {gap:.2f} s, promotion took {promotion:.2f} s"
+    assert writes_through(bouncer.port) == new.port
+
+
+def test_a_frozen_pgbouncer_fails_the_apply_within_its_timeout(pgbouncer: PgBouncer) -> None:
+    sink = pgbouncer_sink(pgbouncer, "reconnect", timeout_s=2)
+    old_port, new_port = free_port(), free_port()  # routing only: no server is needed
+    pgbouncer.write_config("")
+    pgbouncer.start()
+    sink.apply({"main": at_port(old_port, 1)})
+    old = pgbouncer.databases.read_text()
+    pgbouncer.freeze()
+    try:
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="timeout") as caught:
+            sink.apply({"main": at_port(new_port, 2)})
+        elapsed = time.monotonic() - started
+    finally:
+        pgbouncer.resume()
+
+    assert elapsed < 2.5, f"the apply took {elapsed:.1f} s"
+    assert caught.value.step == "reload"
+    assert pgbouncer.databases.read_text() == old  # the last good file stays
+    assert sink.apply({"main": at_port(new_port, 2)}).action == "reload"  # the retry
+    assert pgbouncer.route("repmgr") == new_port
+
+
+def test_an_admin_session_frozen_after_login_ends_by_its_deadline(pgbouncer: PgBouncer) -> None:
+    pgbouncer.write_config("")
+    pgbouncer.start()
+    settings = AdminSettings("127.0.0.1", pgbouncer.port, PGBOUNCER_ADMIN)
+    started = time.monotonic()
+    with open_console(settings, started + 2.0) as console:
+        assert console.run("SHOW VERSION")
+        pgbouncer.freeze()
+        try:
+            with pytest.raises(AdminError, match="RELOAD: timeout"):
+                console.run("RELOAD")
+        finally:
+            pgbouncer.resume()
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_refused_cut_keeps_the_new_routing_and_the_retry_finishes_it(
+    pgbouncer: PgBouncer,
+) -> None:
+    """KILL fails while PgBouncer is PAUSEd: RELOAD has moved the routing already, and putting
+    the old file back would send clients to the old primary again."""
+    sink = pgbouncer_sink(pgbouncer, "kill")
+    old_port, new_port = free_port(), free_port()
+    pgbouncer.write_config("")
+    pgbouncer.start()
+    sink.apply({"main": at_port(old_port, 1)})
+    pgbouncer.admin("PAUSE")
+
+    with pytest.raises(SinkError, match="already suspended/paused") as caught:
+        sink.apply({"main": at_port(new_port, 2)})
+
+    assert caught.value.step == "cut"
+    assert f"port={new_port}" in pgbouncer.databases.read_text()
+    assert pgbouncer.route("repmgr") == new_port
+    pgbouncer.admin("RESUME")
+    retry = sink.apply({"main": at_port(new_port, 2)})
+    assert (retry.action, retry.detail) == ("cut", "kill: repmgr")
+    assert pgbouncer.route("repmgr") == new_port

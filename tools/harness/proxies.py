@@ -211,6 +211,20 @@ class PgBouncer:
             cur = conn.execute(command)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
+    def route(self, database: str) -> int | None:
+        """The port PgBouncer sends `database` to now (SHOW DATABASES), None if it has none."""
+        rows = self.admin("SHOW DATABASES")  # name, host, port, ...
+        return next((int(str(row[2])) for row in rows if row[0] == database), None)
+
+    def freeze(self) -> None:
+        """SIGSTOP: its port stays open and the kernel accepts connections, nobody answers."""
+        assert self.proc is not None
+        self.proc.freeze()
+
+    def resume(self) -> None:
+        if self.proc:
+            self.proc.resume()
+
     def stop(self) -> None:
         if self.proc:
             self.proc.stop()

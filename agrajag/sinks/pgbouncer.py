@@ -26,11 +26,13 @@ Before `RELOAD` it reads `SHOW POOLS`; after it, for each moved database:
 - `cut: kill` (session pooling, where a client keeps its server connection for life):
   `KILL db` then `RESUME db`. Clients of that database are disconnected and reconnect.
 - either way, a moved database none of whose pools holds a server connection any more (the
-  old primary crashed or shut down) gets `KILL db` + `RESUME db`. After a failed login
-  PgBouncer holds a pool for `server_login_retry` (15 s by default): no new server
-  connection, whatever the file says; neither RELOAD, RECONNECT nor PAUSE/RESUME ends that,
-  only a new pool does, and KILL drops the pools. The clients it disconnects had no server
-  connection to keep; they reconnect to the new primary at once.
+  old primary crashed or shut down) is released instead: PgBouncer may be holding that
+  pool after a failed login, for `server_login_retry` (15 s by default). The sink sets
+  `server_login_retry = 0` until the logins for the waiting clients are done (milliseconds;
+  those clients go on, without an error), then RELOADs pgbouncer.ini's value back; a pool
+  still without a server connection (nobody was waiting) gets `KILL db` + `RESUME db`, as
+  does a database of which only some pools lost theirs.
+  See `pgbouncer_cuts` for what was measured.
 
 PAUSE is not used: in session pooling it waits for the very clients that must be cut, and
 in transaction pooling RELOAD + RECONNECT already switch at the next transaction. A removed
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -64,13 +66,17 @@ from agrajag.sinks.pgbouncer_admin import (
     AdminSettings,
     Console,
     OpenConsole,
-    Row,
     open_console,
+)
+from agrajag.sinks.pgbouncer_cuts import (
+    RELEASE_WAIT_S,
+    cut_commands,
+    describe_cuts,
+    plan_cuts,
+    release,
 )
 
 CUT_MODES = ("reconnect", "kill")
-#: SHOW POOLS columns that count server connections a pool can use (not those logging in).
-SERVER_COLUMNS = ("sv_active", "sv_idle", "sv_used", "sv_tested")
 
 _ENTRY = re.compile(r"^(\S+?)\s*=\s*(.*)$")
 _PARAM = re.compile(r"\s*(\w+)\s*=\s*('(?:[^']|'')*'|[^\s']+)")
@@ -137,53 +143,6 @@ def moved_databases(old_text: str | None, new_text: str) -> list[str]:
     return sorted(db for db in old.keys() & new.keys() if db != "*" and old[db] != new[db])
 
 
-def without_servers(databases: Iterable[str], pools: Sequence[Row]) -> set[str]:
-    """The databases none of whose pools (SHOW POOLS rows) holds a server connection.
-
-    >>> pools = [{"database": "a", "sv_idle": "1", "sv_active": "0"},
-    ...          {"database": "b", "sv_idle": "0", "sv_active": "0", "sv_login": "1"}]
-    >>> sorted(without_servers(["a", "b", "c"], pools))
-    ['b', 'c']
-    """
-    served = {
-        row["database"]
-        for row in pools
-        if any(int(row.get(column) or 0) for column in SERVER_COLUMNS)
-    }
-    return {db for db in databases if db not in served}
-
-
-def plan_cuts(moved: Sequence[str], pools: Sequence[Row], cut: str) -> dict[str, str]:
-    """How each moved database is cut: `kill` (KILL + RESUME: new pools) or `reconnect`.
-    A database without server connections is killed whatever `cut` says: its pools may be
-    held after a failed login (see the module's docstring).
-
-    >>> plan_cuts(["a", "b"], [{"database": "a", "sv_idle": "2"}], "reconnect")
-    {'a': 'reconnect', 'b': 'kill'}
-    """
-    reset = without_servers(moved, pools)
-    return {db: "kill" if db in reset else cut for db in moved}
-
-
-def cut_commands(db: str, how: str) -> list[str]:
-    """
-    >>> cut_commands("app", "reconnect"), cut_commands("app", "kill")
-    (['RECONNECT app'], ['KILL app', 'RESUME app'])
-    """
-    return [f"KILL {db}", f"RESUME {db}"] if how == "kill" else [f"RECONNECT {db}"]
-
-
-def describe_cuts(cuts: Mapping[str, str]) -> str:
-    """
-    >>> describe_cuts({"b": "kill", "a": "reconnect", "c": "kill"})
-    'kill: b, c; reconnect: a'
-    """
-    return "; ".join(
-        f"{how}: {', '.join(sorted(db for db, h in cuts.items() if h == how))}"
-        for how in sorted(set(cuts.values()))
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     files: FileSettings
@@ -226,6 +185,11 @@ class PgBouncerSink(FileSink):
         if not cuts:
             return result
         with self._console("cut") as console:
+            released = sorted(db for db, how in cuts.items() if how == "release")
+            if released:
+                wait_s = min(RELEASE_WAIT_S, self._deadline - time.monotonic())
+                held = release(console, released, wait_s)
+                cuts.update((db, "kill" if db in held else "released") for db in released)
             for db, how in sorted(cuts.items()):
                 for command in cut_commands(db, how):
                     console.run(command)

@@ -17,9 +17,9 @@ from agrajag.sinks.pgbouncer import (
     Target,
     moved_databases,
     parse_databases,
-    plan_cuts,
 )
 from agrajag.sinks.pgbouncer_admin import AdminError, AdminSettings, Console, Row
+from agrajag.sinks.pgbouncer_cuts import cut_commands, plan_cuts
 from tools.harness.shipped import CONF_D
 
 DATABASES = """\
@@ -73,33 +73,33 @@ def test_moved_databases_are_those_whose_host_or_port_changed() -> None:
 
 def pools(*rows: tuple[str, int]) -> list[Row]:
     """SHOW POOLS rows: (database, idle server connections)."""
-    return [{"database": db, "user": "app", "sv_idle": str(n), "sv_active": "0"} for db, n in rows]
+    return [{"database": db, "user": "app", "sv_idle": str(n), "sv_login": "0"} for db, n in rows]
 
 
 SERVED = pools(("app", 1), ("reports", 2))
 
 
-def test_a_moved_database_without_server_connections_gets_new_pools() -> None:
-    # After a crash the pools of `reports` hold no server: PgBouncer may be holding them after
-    # a failed login, and only KILL (new pools) ends that.
-    rows = [*pools(("app", 1), ("reports", 0)), *pools(("app", 0))]
-    assert plan_cuts(["app", "reports", "new"], rows, "reconnect") == {
+def test_how_moved_databases_are_cut_depends_on_their_server_connections() -> None:
+    # After a crash the pools of `reports` hold no server connection: PgBouncer may be
+    # holding them after a failed login, and no client has a session there to cut.
+    rows = [*pools(("app", 1), ("reports", 0), ("mixed", 0), ("mixed", 1))]
+    assert plan_cuts(["app", "reports", "mixed", "new"], rows, "reconnect") == {
         "app": "reconnect",
-        "reports": "kill",
-        "new": "kill",  # no pool yet: nothing to lose
+        "reports": "release",
+        "mixed": "kill",  # one pool may be held: KILL drops them all
+        "new": "reconnect",  # no pool yet: nothing held
     }
-    assert plan_cuts(["app"], SERVED, "kill") == {"app": "kill"}
-    logging_in = [{"database": "app", "sv_idle": "0", "sv_login": "1"}]
-    assert plan_cuts(["app"], logging_in, "reconnect") == {"app": "kill"}
+    assert plan_cuts(["app", "reports"], rows, "kill") == {"app": "kill", "reports": "release"}
 
 
 class FakeConsole:
-    """Records admin-console sessions; a command starting with `fail_on` fails."""
+    """Records admin-console sessions. SHOW POOLS answers from `pools` in turn (the last one
+    again and again); a command starting with `fail_on` fails."""
 
-    def __init__(self, pools: list[Row] = SERVED, fail_on: str | None = None) -> None:
+    def __init__(self, *pools: list[Row], fail_on: str | None = None) -> None:
         self.sessions: list[list[str]] = []
         self.deadlines: list[float] = []
-        self.pools = pools
+        self.pools = list(pools or [SERVED])
         self.fail_on = fail_on
 
     @contextmanager
@@ -112,7 +112,9 @@ class FakeConsole:
         self.sessions[-1].append(command)
         if self.fail_on and command.startswith(self.fail_on):
             raise AdminError(f"{command}: timeout, no answer from the admin console")
-        return self.pools if command == "SHOW POOLS" else []
+        if command != "SHOW POOLS":
+            return []
+        return self.pools.pop(0) if len(self.pools) > 1 else self.pools[0]
 
 
 def master(host: str, port: int = 5432) -> MasterRecord:
@@ -160,15 +162,49 @@ def test_reload_then_cut_the_moved_databases(tmp_path: Path, cut: str, commands:
     assert len(console.sessions) == 3
 
 
-def test_after_a_crash_transaction_pooling_resets_the_pools_too(tmp_path: Path) -> None:
-    console = FakeConsole(pools=pools(("app", 0), ("reports", 3)))
+@pytest.mark.parametrize("cut", ["reconnect", "kill"])
+def test_pools_that_lost_their_servers_are_released_for_the_clients_waiting(
+    tmp_path: Path, cut: str
+) -> None:
+    lost, logging_in = pools(("app", 0), ("reports", 3)), pools(("app", 0))
+    logging_in[0]["sv_login"] = "1"
+    console = FakeConsole(lost, logging_in, pools(("app", 1)))
+    bouncer = sink(tmp_path, console, cut)
+    bouncer.apply({"main": master("10.0.0.1")})
+
+    result = bouncer.apply({"main": master("10.0.0.2")})
+
+    assert result.detail == f"{cut}: reports; released: app"
+    assert console.sessions[-2] == ["SHOW POOLS", "RELOAD"]
+    release = ["SET server_login_retry = 0", "SHOW POOLS", "SHOW POOLS", "RELOAD"]
+    assert console.sessions[-1] == [*release, *cut_commands("reports", cut)]
+
+
+def test_a_released_pool_nobody_waited_in_is_killed(tmp_path: Path) -> None:
+    console = FakeConsole(pools(("app", 0), ("reports", 3)))
     bouncer = sink(tmp_path, console, "reconnect")
     bouncer.apply({"main": master("10.0.0.1")})
 
     result = bouncer.apply({"main": master("10.0.0.2")})
 
     assert result.detail == "kill: app; reconnect: reports"
-    assert console.sessions[-1] == ["KILL app", "RESUME app", "RECONNECT reports"]
+    assert console.sessions[-1][-3:] == ["KILL app", "RESUME app", "RECONNECT reports"]
+
+
+def test_a_failed_release_is_done_again_by_the_next_apply(tmp_path: Path) -> None:
+    console = FakeConsole(pools(("app", 0), ("reports", 0)), fail_on="SET")
+    bouncer = sink(tmp_path, console, "kill")
+    bouncer.apply({"main": master("10.0.0.1")})
+    with pytest.raises(SinkError, match="SET server_login_retry = 0: timeout"):
+        bouncer.apply({"main": master("10.0.0.2")})
+    console.fail_on = None
+    console.pools = [pools(("app", 1), ("reports", 1))]
+
+    retry = bouncer.apply({"main": master("10.0.0.2")})
+
+    assert (retry.action, retry.detail) == ("cut", "released: app, reports")
+    assert console.sessions[-1][0] == "SET server_login_retry = 0"
+    assert console.sessions[-1][-1] == "RELOAD"  # pgbouncer.ini's value back
 
 
 def test_every_admin_session_of_an_apply_shares_its_deadline(tmp_path: Path) -> None:

@@ -67,6 +67,16 @@ def promote_by_hand(cluster: PgCluster, node: PgNode) -> None:
     wait_until(lambda: not node.in_recovery(), timeout=30, what=f"{node.name} to take writes")
 
 
+def switch_over_by_hand(cluster: PgCluster, old: PgNode, new: PgNode) -> None:
+    """A planned switchover as `repmgr standby switchover` runs it, without its ssh: the
+    primary is shut down cleanly (`pg_ctl -m fast`, repmgr's default), then `new` promoted.
+    Clients' logins to the primary fail while it shuts down. repmgrd is stopped first."""
+    for each in cluster.nodes:
+        each.stop_repmgrd()
+    old.stop("fast")
+    promote_by_hand(cluster, new)
+
+
 class HAProxy:
     """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes."""
 

@@ -1,8 +1,8 @@
 """The PgBouncer sink with the shipped template against real PgBouncer 1.18 and PostgreSQL.
 
 As for HAProxy, node2 is promoted by hand while node1 keeps running, so a client that leaves
-node1 was moved by the sink, not by a crash; then a real crash with repmgrd, and PgBouncer
-frozen or refusing a step.
+node1 was moved by the sink, not by a crash; then real failovers (a crash with repmgrd, a
+clean switchover), and PgBouncer frozen or refusing a step.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tools.harness.proxies import (
     client,
     promote_by_hand,
     served_by,
+    switch_over_by_hand,
     writes_through,
 )
 from tools.harness.writer import TABLE, ClientWriter
@@ -123,27 +124,32 @@ def test_session_pooling_kill_cuts_the_client_holding_the_old_primary(
     assert writes_through(session_pgbouncer.port) == node2.port
 
 
-def test_after_a_crash_clients_write_again_as_soon_as_the_sink_moved_them(
-    pg_cluster: PgCluster, pooled: tuple[PgBouncer, str]
+@pytest.mark.parametrize("failover", ["crash", "switchover"])
+def test_after_a_failover_clients_write_again_as_soon_as_the_sink_moved_them(
+    pg_cluster: PgCluster, pooled: tuple[PgBouncer, str], failover: str
 ) -> None:
-    """PgBouncer's first login to the crashed primary fails, and it then holds the pool for
-    server_login_retry (15 s); the sink's apply must end that, in both pooling modes."""
+    """PgBouncer's first login to the crashed (or shutting down) primary fails, and it then
+    holds the pool for server_login_retry (15 s); the sink's apply must end that."""
     bouncer, cut = pooled
-    node1 = pg_cluster.nodes[0]
+    node1, node2, _ = pg_cluster.nodes
     node1.sql(TABLE)
     sink = pgbouncer_sink(bouncer, cut)
     start(bouncer, sink, node1)
     with ClientWriter(bouncer.port) as writer:
         wait_until(lambda: len(writer.written) > 5, timeout=10, what="writes through PgBouncer")
-        crashed = time.monotonic()
-        node1.crash()
-        new = pg_cluster.wait_promotion(node1)
-        promotion = time.monotonic() - crashed
+        stopped = time.monotonic()
+        if failover == "crash":
+            node1.crash()
+            new = pg_cluster.wait_promotion(node1)  # repmgrd's failover
+        else:
+            switch_over_by_hand(pg_cluster, node1, node2)
+            new = node2
+        promotion = time.monotonic() - stopped
         sink.apply({"main": master(new, 2)})
         applied = time.monotonic()
         wait_until(lambda: writer.wrote_after(applied), timeout=20, what="a write after the apply")
 
-    gap = writer.longest_gap(crashed, applied)
+    gap = writer.longest_gap(stopped, applied).seconds
     assert gap < promotion + 1.0, f"writes stopped {gap:.2f} s, promotion took {promotion:.2f} s"
     assert writes_through(bouncer.port) == new.port
 

@@ -7,6 +7,7 @@ import bisect
 import contextlib
 import threading
 import time
+from dataclasses import dataclass
 from itertools import pairwise
 from types import TracebackType
 
@@ -69,7 +70,7 @@ class ClientWriter(threading.Thread):
         i = bisect.bisect_right(written, at)
         return written[i] if i < len(written) else None
 
-    def longest_gap(self, since: float, until: float) -> float:
+    def longest_gap(self, since: float, until: float) -> Gap:
         """The longest time without a committed write from the last write before `since` to
         the first one after `until`: what the application lost around a failover (a crash
         takes effect a moment after it is ordered, so the gap need not start at `since`)."""
@@ -78,4 +79,16 @@ class ClientWriter(threading.Thread):
         last = bisect.bisect_right(written, until)
         assert 0 < first <= last < len(written), f"no writes around {since}..{until}"
         window = written[first - 1 : last + 1]
-        return max(b - a for a, b in pairwise(window))
+        return max((Gap(a, b) for a, b in pairwise(window)), key=lambda gap: gap.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """From the last write before a stretch without writes to the first one after it."""
+
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start

@@ -8,7 +8,8 @@ clean switchover), and PgBouncer frozen or refusing a step.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,7 +29,9 @@ from tools.harness.proxies import (
     switch_over_by_hand,
     writes_through,
 )
+from tools.harness.watch import Publisher, WatchProc, example_sinks
 from tools.harness.writer import TABLE, ClientWriter
+from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
 
@@ -175,6 +178,50 @@ def test_a_frozen_pgbouncer_fails_the_apply_within_its_timeout(pgbouncer: PgBoun
     assert pgbouncer.databases.read_text() == old  # the last good file stays
     assert sink.apply({"main": at_port(new_port, 2)}).action == "reload"  # the retry
     assert pgbouncer.route("repmgr") == new_port
+
+
+def test_a_frozen_pgbouncer_does_not_hold_up_the_watchers_other_sinks(
+    tmp_path: Path, zk: ZkEnsemble, pgbouncer: PgBouncer, watchers: Callable[..., WatchProc]
+) -> None:
+    """The watcher applies its sinks one after the other: the PgBouncer sink (first here)
+    gives up by its timeout, the next sink follows the failover, the watcher says why."""
+    pgbouncer.write_config("")
+    pgbouncer.start()
+    sinks = example_sinks(tmp_path / "app1")
+    sinks["pgbouncer"].update(
+        dest=str(pgbouncer.databases),
+        admin={"host": "127.0.0.1", "port": pgbouncer.port, "user": PGBOUNCER_ADMIN},
+        timeout_s=2,
+    )
+    publisher = Publisher(zk.hosts)
+    try:
+        publisher.write(at_port(free_port(), 1))
+        watch = watchers(sinks=[sinks["pgbouncer"], sinks["template"]])
+        wait_until(lambda: publisher.acked_epoch("app1") == 1, timeout=30, what="epoch 1")
+        new_port = free_port()
+        pgbouncer.freeze()
+        try:
+            publisher.write(at_port(new_port, 2, node_id=2))
+            wait_until(
+                lambda: watch.routed_to() == ("127.0.0.1", new_port, 2),
+                timeout=10,
+                what="the template sink to follow while PgBouncer is frozen",
+            )
+
+            def pgbouncer_result() -> str:
+                ack = publisher.ack("app1")
+                return ack.sinks.get("pgbouncer", "") if ack else ""
+
+            wait_until(
+                lambda: "timeout" in pgbouncer_result(), timeout=10, what="a timeout reported"
+            )
+            assert pgbouncer_result().startswith("failed")
+        finally:
+            pgbouncer.resume()
+        wait_until(lambda: publisher.acked_epoch("app1") == 2, timeout=30, what="epoch 2")
+        assert pgbouncer.route("app") == new_port
+    finally:
+        publisher.close()
 
 
 def test_an_admin_session_frozen_after_login_ends_by_its_deadline(pgbouncer: PgBouncer) -> None:

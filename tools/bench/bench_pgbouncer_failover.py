@@ -48,6 +48,7 @@ from tools.harness.writer import TABLE, ClientWriter
 
 POOLING = {"transaction": "reconnect", "session": "kill"}
 SCENARIOS = ("crash", "switchover")
+SETUP_ATTEMPTS = 3
 
 
 @dataclass
@@ -72,8 +73,13 @@ def master(node: PgNode, epoch: int) -> MasterRecord:
     )
 
 
+class SetupFailed(Exception):
+    """The cluster or PgBouncer did not come up (seen under load): not a sample, rebuild."""
+
+
 def one_run(scenario: str, pool_mode: str, index: int) -> Run:
     run = Run(scenario, pool_mode, index)
+    stopped: float | None = None
     cluster = PgCluster(3, pg_ctl_promote=True)
     bouncer = PgBouncer(pool_mode=pool_mode)
     try:
@@ -110,6 +116,8 @@ def one_run(scenario: str, pool_mode: str, index: int) -> Run:
         run.client_errors = sorted(set(writer.errors))
     except Exception as exc:  # one broken run must not end the whole benchmark
         run.error = f"{type(exc).__name__}: {exc}"
+        if stopped is None:
+            raise SetupFailed(run.error) from exc
     finally:
         bouncer.stop()
         cluster.destroy()
@@ -148,6 +156,7 @@ def main() -> None:
     plan = [(s, p, i) for i in range(args.runs) for s in scenarios for p in POOLING]
     started = time.monotonic()
     runs: list[Run] = []
+    setup_failures: list[str] = []
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -160,7 +169,14 @@ def main() -> None:
         for k, (scenario, pool_mode, i) in enumerate(plan, 1):
             if stop.is_set():
                 break
-            run = one_run(scenario, pool_mode, i)
+            for _attempt in range(SETUP_ATTEMPTS):
+                try:
+                    run = one_run(scenario, pool_mode, i)
+                    break
+                except SetupFailed as exc:
+                    setup_failures.append(f"{scenario}/{pool_mode} #{i}: {exc}")
+            else:
+                raise SystemExit(f"{SETUP_ATTEMPTS} set-ups in a row failed: {setup_failures}")
             runs.append(run)
             line = run.error or (
                 f"downtime {run.downtime_s * 1e3:7.1f} ms - promotion {run.promotion_s * 1e3:7.1f}"
@@ -193,6 +209,7 @@ def main() -> None:
         ),
         "summary": result,
         "runs": [asdict(r) for r in runs],
+        "setup_failures_rebuilt": setup_failures,
         "settings": {
             "pgbouncer": "1.18, defaults but server_connect_timeout = 2 (see tools/harness)",
             "repmgrd": "failover automatic, monitor 1 s, reconnect 2 x 1 s, pg_ctl -w promote",

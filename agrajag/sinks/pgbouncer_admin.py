@@ -74,11 +74,15 @@ class _Session:
             if cur.description is None:
                 return []
             names = [column.name for column in cur.description]
-            return [dict(zip(names, map(str, row), strict=True)) for row in cur.fetchall()]
+            return [dict(zip(names, map(_text, row), strict=True)) for row in cur.fetchall()]
         except psycopg.Error as exc:
             if self.expired.is_set():
                 raise AdminError(f"{command}: timeout, no answer from the {self.where}") from None
             raise AdminError(f"{command} on the {self.where}: {exc}".strip()) from exc
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 @contextmanager

@@ -8,6 +8,8 @@ Measured with PgBouncer 1.18: RELOAD, RECONNECT and PAUSE/RESUME leave the hold 
 Two things end it: KILL (the pools are dropped: their clients are disconnected), and
 `server_login_retry` lowered for a moment: at its next loop PgBouncer logs in for the
 clients waiting, and a login that succeeds lifts the hold, so they go on without an error.
+`server_login_retry` is global: for those milliseconds any other held pool with waiting
+clients may retry its login once too; RELOAD then puts pgbouncer.ini's value back.
 """
 
 from __future__ import annotations

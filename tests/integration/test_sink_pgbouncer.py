@@ -74,9 +74,10 @@ def session_pgbouncer() -> Iterator[PgBouncer]:
 
 @pytest.fixture(params=[("transaction", "reconnect"), ("session", "kill")], ids=lambda p: p[0])
 def pooled(request: pytest.FixtureRequest) -> Iterator[tuple[PgBouncer, str]]:
-    """PgBouncer in each pooling mode, with the cut its users would configure."""
+    """PgBouncer with its default settings in each pooling mode, with the cut its users
+    would configure."""
     pool_mode, cut = request.param
-    bouncer = PgBouncer(pool_mode=pool_mode)
+    bouncer = PgBouncer(pool_mode=pool_mode, fast_connect=False)
     try:
         yield bouncer, cut
     finally:

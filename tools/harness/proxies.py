@@ -156,12 +156,15 @@ class HAProxy:
 class PgBouncer:
     """PgBouncer with an admin console; `[databases]` comes from an %include file tests rewrite."""
 
-    def __init__(self, pool_mode: str = "transaction") -> None:
+    def __init__(self, pool_mode: str = "transaction", *, fast_connect: bool = True) -> None:
+        """`fast_connect`: server_connect_timeout = 2 (default 15) for tests whose servers
+        are fake; off, every setting that bears on failovers keeps PgBouncer's default."""
         self.dir = service_dir("pgbouncer")
         self.port = free_port()
         self.ini = self.dir / "pgbouncer.ini"
         self.databases = self.dir / "databases.ini"
         self.pool_mode = pool_mode
+        self.fast_connect = fast_connect
         self.proc: Proc | None = None
 
     def write_config(self, databases: str) -> None:
@@ -178,8 +181,8 @@ class PgBouncer:
             f"auth_file = {self.dir / 'userlist.txt'}\n"
             f"admin_users = {PGBOUNCER_ADMIN}\n"
             f"pool_mode = {self.pool_mode}\n"
-            "server_connect_timeout = 2\n"
-            "ignore_startup_parameters = extra_float_digits\n",
+            + ("server_connect_timeout = 2\n" if self.fast_connect else "")
+            + "ignore_startup_parameters = extra_float_digits\n",
         )
 
     def sink_section(self, cut: str) -> dict[str, object]:

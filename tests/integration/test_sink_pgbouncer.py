@@ -158,6 +158,38 @@ def test_after_a_failover_clients_write_again_as_soon_as_the_sink_moved_them(
     assert writes_through(bouncer.port) == new.port
 
 
+@pytest.fixture
+def one_node() -> Iterator[PgNode]:
+    """A lone PostgreSQL primary (no standby, no repmgrd): a server to move to."""
+    cluster = PgCluster(1)
+    try:
+        cluster.create()
+        yield cluster.nodes[0]
+    finally:
+        cluster.destroy()
+
+
+def test_a_held_pool_nobody_waits_in_any_more_is_killed(
+    one_node: PgNode, pgbouncer: PgBouncer
+) -> None:
+    """A client made PgBouncer log in to a dead server, then PgBouncer dropped it
+    (query_wait_timeout): the pool is held for server_login_retry (15 s) with nobody waiting,
+    so no login can lift the hold. (A client that merely goes away still counts as waiting:
+    PgBouncer does not read its socket meanwhile, and the release serves that pool.)"""
+    sink = pgbouncer_sink(pgbouncer, "reconnect")
+    pgbouncer.write_config("")
+    pgbouncer.start()
+    sink.apply({"main": at_port(free_port(), 1)})  # nothing listens there
+    pgbouncer.admin("SET query_wait_timeout = 1")  # the sink's RELOAD puts 120 s back
+    with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+        client(pgbouncer.port)
+
+    result = sink.apply({"main": at_port(one_node.port, 2)})
+
+    assert writes_through(pgbouncer.port) == one_node.port  # within the client's 3 s
+    assert result.detail == "kill: repmgr"
+
+
 def test_a_frozen_pgbouncer_fails_the_apply_within_its_timeout(pgbouncer: PgBouncer) -> None:
     sink = pgbouncer_sink(pgbouncer, "reconnect", timeout_s=2)
     old_port, new_port = free_port(), free_port()  # routing only: no server is needed

@@ -60,7 +60,8 @@ class SinkError(AgrajagError):
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     """What one `apply` did. `action` is a stable name (it becomes a log field and label):
-    `unchanged`, `written` (file only), `runtime` (HAProxy runtime API), `reload`.
+    `unchanged`, `written` (file only), `runtime` (HAProxy runtime API), `reload`, `cut`
+    (the file was in place already: sessions a failed apply left uncut were cut).
     `cut_sessions` counts client sessions cut, None when the program does not say."""
 
     changed: bool

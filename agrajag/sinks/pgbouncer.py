@@ -10,38 +10,51 @@ YAML (one item of `sinks:` in watch.yaml)::
         host: 127.0.0.1
         port: 6432
         user: pgbouncer_admin
-        password: secret                   # optional
+        password_file: /etc/agrajag/pgbouncer-admin.password  # optional (mode 0600/0640),
+                                           # or password_env: VAR; never inline
       cut: reconnect                       # or kill; see below
       clusters: [main]                     # optional; default: every cluster followed
       params: {}                           # optional; free values for the template
       mode: 0640                           # optional; default: keep dest's mode
-      timeout_s: 10                        # optional; bounds the admin connection
+      timeout_s: 10                        # optional; bounds all admin exchanges of an apply
 
 A database "moved" when its entry is in the old and the new file with another host or port;
 the sink derives that from the two files, so no mapping of databases to clusters is needed.
-After `RELOAD`, for each moved database:
+Before `RELOAD` it reads `SHOW POOLS`; after it, for each moved database:
 
 - `cut: reconnect` (transaction pooling): `RECONNECT db`. Each server connection closes
   when its transaction ends; the same client goes on against the new host.
 - `cut: kill` (session pooling, where a client keeps its server connection for life):
   `KILL db` then `RESUME db`. Clients of that database are disconnected and reconnect.
+- either way, a moved database none of whose pools holds a server connection any more (the
+  old primary crashed or shut down) is released instead: PgBouncer may be holding that
+  pool after a failed login, for `server_login_retry` (15 s by default). The sink sets
+  `server_login_retry = 0` until the logins for the waiting clients are done (milliseconds;
+  those clients go on, without an error), then RELOADs pgbouncer.ini's value back; a pool
+  still without a server connection (nobody was waiting) gets `KILL db` + `RESUME db`, as
+  does a database of which only some pools lost theirs.
+  See `pgbouncer_cuts` for what was measured.
 
 PAUSE is not used: in session pooling it waits for the very clients that must be cut, and
 in transaction pooling RELOAD + RECONNECT already switch at the next transaction. A removed
 database is dropped by RELOAD itself; the `*` fallback entry is not cut.
+
+Once RELOAD has moved the routing, a failed cut does not put the old file back (that would
+route to the old primary again): the error says so, and the next apply finishes the cut.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import psycopg
-
-from agrajag.config import Problems, Section
+from agrajag.config import Problems
+from agrajag.record import MasterRecord
 from agrajag.sinks.base import (
     COMMON_KEYS,
     ApplyResult,
@@ -50,9 +63,21 @@ from agrajag.sinks.base import (
     file_settings,
     section,
 )
+from agrajag.sinks.pgbouncer_admin import (
+    AdminError,
+    AdminSettings,
+    Console,
+    OpenConsole,
+    open_console,
+)
+from agrajag.sinks.pgbouncer_cuts import (
+    RELEASE_WAIT_S,
+    cut_commands,
+    describe_cuts,
+    plan_cuts,
+    release,
+)
 
-#: Runs admin-console commands in order on one connection. Tests pass a function.
-Admin = Callable[[Sequence[str]], None]
 CUT_MODES = ("reconnect", "kill")
 
 _ENTRY = re.compile(r"^(\S+?)\s*=\s*(.*)$")
@@ -120,50 +145,6 @@ def moved_databases(old_text: str | None, new_text: str) -> list[str]:
     return sorted(db for db in old.keys() & new.keys() if db != "*" and old[db] != new[db])
 
 
-def cut_commands(databases: Sequence[str], cut: str) -> list[str]:
-    """
-    >>> cut_commands(["app"], "reconnect"), cut_commands(["app"], "kill")
-    (['RECONNECT app'], ['KILL app', 'RESUME app'])
-    """
-    if cut == "kill":
-        return [command for db in databases for command in (f"KILL {db}", f"RESUME {db}")]
-    return [f"RECONNECT {db}" for db in databases]
-
-
-@dataclass(frozen=True, slots=True)
-class AdminSettings:
-    host: str
-    port: int
-    user: str
-    password: str | None = None
-
-    @classmethod
-    def from_section(cls, s: Section) -> AdminSettings:
-        s.reject_unknown({"host", "port", "user", "password"})
-        return cls(
-            host=s.string("host", "127.0.0.1"),
-            port=s.integer("port", minimum=1, maximum=65535),
-            user=s.string("user"),
-            password=s.optional_string("password"),
-        )
-
-
-def run_admin(settings: AdminSettings, timeout: float, commands: Sequence[str]) -> None:
-    """Run commands on the admin console: simple query protocol only, hence ClientCursor."""
-    with psycopg.connect(
-        host=settings.host,
-        port=settings.port,
-        dbname="pgbouncer",
-        user=settings.user,
-        connect_timeout=max(2, round(timeout)),
-        autocommit=True,
-        cursor_factory=psycopg.ClientCursor,
-        password=settings.password,  # psycopg leaves out parameters that are None
-    ) as conn:
-        for command in commands:
-            conn.execute(command)
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     files: FileSettings
@@ -185,14 +166,41 @@ class Settings:
 
 
 class PgBouncerSink(FileSink):
-    def __init__(self, settings: Settings, admin: Admin | None = None) -> None:
+    def __init__(self, settings: Settings, console: OpenConsole | None = None) -> None:
         super().__init__(settings.files)
         self.settings = settings
-        self.admin = admin or partial(run_admin, settings.admin, settings.files.timeout_s)
+        self.open_console = console or partial(open_console, settings.admin)
+        self._deadline = 0.0
+        #: Cuts still owed after a RELOAD that took effect: {database: how}.
+        self._pending: dict[str, str] = {}
+        #: The databases of the file PgBouncer was last told to RELOAD.
+        self._routed: set[str] = set()
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], source: str) -> PgBouncerSink:
         return cls(Settings.from_mapping(data, source))
+
+    def apply(self, records: Mapping[str, MasterRecord]) -> ApplyResult:
+        """The file pipeline (RELOAD included), then the cuts owed, this apply's and any a
+        failed apply left; `timeout_s` bounds all admin exchanges together."""
+        self._deadline = time.monotonic() + self.files.timeout_s
+        result = super().apply(records)
+        cuts = {db: how for db, how in self._pending.items() if db in self._routed}
+        self._pending = dict(cuts)
+        if not cuts:
+            return result
+        with self._console("cut") as console:
+            released = sorted(db for db, how in cuts.items() if how == "release")
+            if released:
+                wait_s = min(RELEASE_WAIT_S, self._deadline - time.monotonic())
+                held = release(console, released, wait_s)
+                cuts.update((db, "kill" if db in held else "released") for db in released)
+            for db, how in sorted(cuts.items()):
+                for command in cut_commands(db, how):
+                    console.run(command)
+                del self._pending[db]
+        action = result.action if result.changed else "cut"
+        return ApplyResult(changed=True, action=action, detail=describe_cuts(cuts))
 
     def check(self, staged_path: Path, text: str) -> None:
         try:
@@ -202,21 +210,28 @@ class PgBouncerSink(FileSink):
 
     def activate(self, old_text: str | None, new_text: str) -> ApplyResult:
         moved = moved_databases(old_text, new_text)
-        self._run(["RELOAD"], "reload")
-        self._run(cut_commands(moved, self.settings.cut), "cut")
-        detail = f"{self.settings.cut}: {', '.join(moved)}" if moved else ""
-        return ApplyResult(changed=True, action="reload", detail=detail)
+        with self._console("reload") as console:
+            pools = console.run("SHOW POOLS") if moved else []
+            console.run("RELOAD")
+        self._routed = set(parse_databases(new_text))
+        self._pending.update(plan_cuts(moved, pools, self.settings.cut))
+        return ApplyResult(changed=True, action="reload")
 
     def rollback(self, old_text: str | None, new_text: str) -> None:
         if old_text is not None:
-            self._run(["RELOAD"], "reload")
+            with self._console("reload") as console:
+                console.run("RELOAD")
+            self._routed = set(parse_databases(old_text))
 
-    def _run(self, commands: Sequence[str], step: str) -> None:
-        if not commands:
-            return
+    @contextmanager
+    def _console(self, step: str) -> Iterator[Console]:
+        """An admin session ending by this apply's deadline; its failures as SinkError. A
+        failed cut leaves the new file in place, and says so."""
         try:
-            self.admin(commands)
-        except (psycopg.Error, OSError) as exc:
-            admin = self.settings.admin
-            where = f"admin console {admin.user}@{admin.host}:{admin.port}"
-            raise self.error(step, f"{'; '.join(commands)} on {where}: {exc}") from exc
+            with self.open_console(self._deadline) as console:
+                yield console
+        except AdminError as exc:
+            detail = str(exc)
+            if step == "cut":
+                detail += "; routing already follows the new file, the next apply retries the cut"
+            raise self.error(step, detail) from exc

@@ -24,7 +24,7 @@ README = PACKAGE.parent / "README.md"
 #: Who may import these libraries (and nothing else may, directly).
 ONLY = {
     "kazoo": {"registry.client"},
-    "psycopg": {"daemon.probe", "daemon.repmgr", "sinks.pgbouncer"},
+    "psycopg": {"daemon.probe", "daemon.repmgr", "sinks.pgbouncer_admin"},
 }
 
 

@@ -67,6 +67,16 @@ def promote_by_hand(cluster: PgCluster, node: PgNode) -> None:
     wait_until(lambda: not node.in_recovery(), timeout=30, what=f"{node.name} to take writes")
 
 
+def switch_over_by_hand(cluster: PgCluster, old: PgNode, new: PgNode) -> None:
+    """A planned switchover as `repmgr standby switchover` runs it, without its ssh: the
+    primary is shut down cleanly (`pg_ctl -m fast`, repmgr's default), then `new` promoted.
+    Clients' logins to the primary fail while it shuts down. repmgrd is stopped first."""
+    for each in cluster.nodes:
+        each.stop_repmgrd()
+    old.stop("fast")
+    promote_by_hand(cluster, new)
+
+
 class HAProxy:
     """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes."""
 
@@ -146,12 +156,15 @@ class HAProxy:
 class PgBouncer:
     """PgBouncer with an admin console; `[databases]` comes from an %include file tests rewrite."""
 
-    def __init__(self, pool_mode: str = "transaction") -> None:
+    def __init__(self, pool_mode: str = "transaction", *, fast_connect: bool = True) -> None:
+        """`fast_connect`: server_connect_timeout = 2 (default 15) for tests whose servers
+        are fake; off, every setting that bears on failovers keeps PgBouncer's default."""
         self.dir = service_dir("pgbouncer")
         self.port = free_port()
         self.ini = self.dir / "pgbouncer.ini"
         self.databases = self.dir / "databases.ini"
         self.pool_mode = pool_mode
+        self.fast_connect = fast_connect
         self.proc: Proc | None = None
 
     def write_config(self, databases: str) -> None:
@@ -168,8 +181,8 @@ class PgBouncer:
             f"auth_file = {self.dir / 'userlist.txt'}\n"
             f"admin_users = {PGBOUNCER_ADMIN}\n"
             f"pool_mode = {self.pool_mode}\n"
-            "server_connect_timeout = 2\n"
-            "ignore_startup_parameters = extra_float_digits\n",
+            + ("server_connect_timeout = 2\n" if self.fast_connect else "")
+            + "ignore_startup_parameters = extra_float_digits\n",
         )
 
     def sink_section(self, cut: str) -> dict[str, object]:
@@ -210,6 +223,20 @@ class PgBouncer:
         ) as conn:
             cur = conn.execute(command)  # type: ignore[call-overload,unused-ignore]
             return cur.fetchall() if cur.description else []
+
+    def route(self, database: str) -> int | None:
+        """The port PgBouncer sends `database` to now (SHOW DATABASES), None if it has none."""
+        rows = self.admin("SHOW DATABASES")  # name, host, port, ...
+        return next((int(str(row[2])) for row in rows if row[0] == database), None)
+
+    def freeze(self) -> None:
+        """SIGSTOP: its port stays open and the kernel accepts connections, nobody answers."""
+        assert self.proc is not None
+        self.proc.freeze()
+
+    def resume(self) -> None:
+        if self.proc:
+            self.proc.resume()
 
     def stop(self) -> None:
         if self.proc:

@@ -20,15 +20,15 @@ import getpass
 import json
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from agrajag.config import Role
 from agrajag.errors import AgrajagError
-from agrajag.record import MasterRecord, WatcherAck, utc_now
+from agrajag.record import MasterRecord, utc_now
 from agrajag.registry.client import Registry
 from agrajag.registry.operator import open_registry
-from agrajag.registry.values import Current, Znode
+from agrajag.registry.values import Znode
 
 NOT_CONFIRMED = 1
 
@@ -40,19 +40,6 @@ def trim_plan(names: Sequence[str], keep: int) -> list[str]:
     (['epoch-01'], [])
     """
     return list(names[: max(len(names) - keep, 0)])
-
-
-def reset_epoch(
-    current: Current, history: Sequence[MasterRecord], acks: Mapping[str, WatcherAck | str]
-) -> int:
-    """One above every epoch in use: the master's (or the last history entry's when there is
-    no readable master), every history entry's and every watcher's acknowledgement.
-
-    >>> reset_epoch(Current(None, -1, 4), [], {"app1": WatcherAck("app1", 9, "t")})
-    10
-    """
-    applied = [ack.applied_epoch for ack in acks.values() if isinstance(ack, WatcherAck)]
-    return 1 + max([current.last_epoch, *(r.epoch for r in history), *applied])
 
 
 def reset_entry(
@@ -137,14 +124,14 @@ def trim_history(registry: Registry, cluster: str, keep: int, dry_run: bool) -> 
 def reset(registry: Registry, args: argparse.Namespace) -> int:
     cluster = args.cluster
     current = registry.read_master(cluster)
-    history = registry.history(cluster, last=len(registry.history_names(cluster)))
+    history = registry.history(cluster, last=1)
     base = current.record or (history[-1] if history else None)
     if base is None:
         raise AgrajagError(
             f"{cluster}: neither a readable master nor a history entry under {registry.root}: "
             "nothing to reset"
         )
-    epoch = reset_epoch(current, history, registry.watchers(cluster))
+    epoch = registry.epoch_floor(cluster) + 1  # above every epoch in use (rule 6)
     entry = reset_entry(base, epoch, operator_name(), args.reason)
     master = (
         f"master {current.record.node} ({current.record.host}:{current.record.port}) epoch "

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.harness.shipped import example
+from agrajag.config import Role
+from tests.factories import shipped_config
 from tools.harness.watch import example_sinks
 
 pytestmark = pytest.mark.integration
@@ -26,9 +27,16 @@ def check_config(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def secrets_dir(tmp_path: Path) -> Path:
+    """Where the examples' secret and TLS files are made, apart from what the checks write."""
+    home = tmp_path / "secrets"
+    home.mkdir(exist_ok=True)
+    return home
+
+
 def watch_config(tmp_path: Path, **changes: Any) -> Path:
     """conf.d's watcher example with all three sinks, rendering into `tmp_path`."""
-    conf = example("watch.example.yaml")
+    conf = shipped_config("watch.example.yaml", secrets_dir(tmp_path), Role.WATCHER)
     conf["sinks"] = list(example_sinks(tmp_path).values())
     conf["state_file"] = str(tmp_path / "state.json")
     conf.update(changes)
@@ -46,7 +54,7 @@ def test_a_good_watcher_config_passes_without_touching_dest(tmp_path: Path) -> N
     assert (tmp_path / "haproxy.cfg").read_text() == "# the running config\n"
     assert not (tmp_path / "databases.ini").exists()
     assert not (tmp_path / "primary.env").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["haproxy.cfg", "watch.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["haproxy.cfg", "secrets", "watch.yaml"]
 
 
 def test_every_problem_of_a_watcher_config_is_listed(tmp_path: Path) -> None:
@@ -84,7 +92,7 @@ def test_every_problem_of_a_watcher_config_is_listed(tmp_path: Path) -> None:
 def daemon_config(tmp_path: Path, **changes: Any) -> Path:
     repmgr_conf = tmp_path / "repmgr.conf"
     repmgr_conf.write_text("node_id=1\n")
-    conf = example("daemon.example.yaml")
+    conf = shipped_config("daemon.example.yaml", secrets_dir(tmp_path), Role.DAEMON)
     conf["repmgr"].update(bin=sys.executable, config=str(repmgr_conf))
     conf["check"]["passfile"] = str(repmgr_conf)
     conf.update(changes)

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import pytest
 from kazoo.client import KazooClient
 
+from agrajag.config import Role
 from tools.harness.agrajag import EVENT_COMMAND, Daemons
+from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
 from tools.harness.procs import wait_until
 from tools.harness.shipped import CONF_D
@@ -20,6 +22,7 @@ from tools.harness.zookeeper import ZkEnsemble
 pytestmark = pytest.mark.integration
 
 MASTER = "/agrajag/main/master"
+STATUS = [sys.executable, "-m", "agrajag", "status"]
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def test_nodes_on_port_5432_of_distinct_hosts_and_a_witness_fail_over(
     assert witness is not None and not witness.in_recovery()
     assert "witness" in cluster.cluster_show(cluster.nodes[1])
     daemons = Daemons(zk.hosts, cluster.nodes)
-    client = KazooClient(hosts=zk.hosts, timeout=10)
+    client = KazooClient(hosts=zk.hosts, timeout=10, auth_data=kazoo_auth(Role.WATCHER))
     try:
         daemons.start()
         client.start(timeout=20)
@@ -77,15 +80,16 @@ def test_nodes_on_port_5432_of_distinct_hosts_and_a_witness_fail_over(
 
         def verdicts() -> dict[str, tuple[object, object]] | None:
             done = subprocess.run(
-                [sys.executable, "-m", "agrajag", "status", "--zookeeper", zk.hosts, "--json"],
+                # with a daemon's config: its identity may read the registry's ACLs
+                [*STATUS, "--config", str(daemons.procs["node2"].config), "--json"],
                 capture_output=True,
                 text=True,
                 timeout=30,
                 check=True,
             )
             assert done.stderr == ""
-            daemons = json.loads(done.stdout)["main"]["daemons"]
-            found = {n: (d["node_id"], d["decision"]) for n, d in daemons.items()}
+            live = json.loads(done.stdout)["main"]["daemons"]
+            found = {n: (d["node_id"], d["decision"]) for n, d in live.items()}
             return found if all(decision for _, decision in found.values()) else None
 
         # Each daemon's liveness record: repmgr's node id and its last decision.

@@ -14,7 +14,9 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NotEmptyError
 
+from agrajag.config import Role
 from tools.harness.agrajag import EVENT_COMMAND, Daemons
+from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
 from tools.harness.procs import Proc, wait_until
 from tools.harness.shipped import CONF_D
@@ -119,7 +121,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         daemons.start()
         home = Path(tmp_path_factory.mktemp("watchers"))
         watchers = [WatchProc(home / a, zk.hosts, agent=a).start() for a in ("app1", "app2")]
-        client = KazooClient(hosts=zk.hosts, timeout=10)
+        # junk is written as a daemon could (the ACLs let nobody else)
+        client = KazooClient(hosts=zk.hosts, timeout=10, auth_data=kazoo_auth(Role.DAEMON))
         client.start(timeout=20)
         yield Running(zk, cluster, daemons, watchers, client)
     finally:

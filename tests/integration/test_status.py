@@ -54,7 +54,7 @@ def test_status_shows_master_daemons_watchers_and_history(
     done = status(zk)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("main: master node2 (127.0.0.1:5432)  epoch 2  timeline 1")
+    assert lines[0].startswith("main: master node2 (127.0.0.1:5434)  epoch 2  timeline 1")
     assert "daemons (2 live):" in done.stdout
     assert re.search(r"^    node1: id 1  unchanged for \d+s$", done.stdout, re.M), done.stdout
     assert re.search(r"^    node2: id 2  refuse split_brain for \d+s$", done.stdout, re.M)

@@ -83,6 +83,7 @@ class WatchProc:
         conf.update(agent=agent, state_file=str(self.state_file), reconcile_interval_s=1)
         conf.update(start_wait_s=1)
         conf["zookeeper"].update(hosts=zk_hosts, session_timeout_s=4, call_timeout_s=1)
+        conf["zookeeper"].update(overrides.pop("zookeeper", {}))  # a test's timings, say
         secure_example(conf["zookeeper"], home, Role.WATCHER, tls=tls)
         self.metrics_port = free_port()
         conf["metrics"] = {"address": "127.0.0.1", "port": self.metrics_port}

@@ -1,13 +1,14 @@
 #!/opt/agrajag/bin/python
 """A client that keeps writing through a proxy and says which node took its writes.
 
-    agrajag-writer [--host app1] [--port 5000] [--until-moved] [--timeout S]
+    agrajag-writer [--host app1] [--port 5000] [--once | --until-moved] [--timeout S]
 
 One INSERT every --interval seconds into table `writer` of database `app` (as role `app`),
 on one connection, opened again after any error. It prints one JSON line per change: the
 first write, each failure after a success, and each success after failures or on another
-node (`node` is that server's cluster_name, the DB node's name). With --until-moved it exits
-0 after the first write on another node than the first, or 1 after --timeout seconds.
+node (`node` is that server's cluster_name, the DB node's name). It exits 0 after the
+first write with --once, after the first write on another node than the first with
+--until-moved, and 1 after --timeout seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="app1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--interval", type=float, default=0.05)
-    parser.add_argument("--until-moved", action="store_true")
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--once", action="store_true")
+    stop.add_argument("--until-moved", action="store_true")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
     via = f"{args.host}:{args.port}"
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 say("wrote", node=node, writes=writes)
             first = first or node
             state = node
-            if args.until_moved and node != first:
+            if args.once or (args.until_moved and node != first):
                 return 0
         time.sleep(args.interval)
     say("timeout", writes=writes)

@@ -118,7 +118,9 @@ def apt_mirror(sources: dict[str, str], suite: str = SUITE) -> str | None:
 
 def system_mirror() -> str:
     files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    sources = {str(f): f.read_text() for f in files if f.suffix in (".list", ".sources")}
+    sources = {
+        str(f): f.read_text() for f in files if f.suffix in (".list", ".sources") and f.is_file()
+    }
     mirror = apt_mirror(sources)
     if mirror is None:
         raise Failed(f"no apt source for Debian {SUITE} in /etc/apt; give --mirror URL")
@@ -137,11 +139,9 @@ def make_base_image(client: docker.DockerClient, mirror: str) -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        # every stage runs apt-get update itself: no package lists or .debs in the base
-        for cache in ("var/cache/apt", "var/lib/apt/lists"):
-            for path in (rootfs / cache).glob("**/*"):
-                if path.is_file():
-                    path.unlink()
+        # no .debs in the base; its package lists stay (the stages need no apt-get update)
+        for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
         repository, tag = BASE_IMAGE.split(":")
         client.api.import_image_from_file(str(tarball), repository=repository, tag=tag)
@@ -160,10 +160,13 @@ def make_wheels() -> None:
     """agrajag and its dependencies as wheels for the images' offline `pip install`."""
     shutil.rmtree(WHEELS, ignore_errors=True)
     say(f"building wheels into {WHEELS.relative_to(REPO)}/")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(WHEELS), str(REPO)],
-        check=True,
-    )
+    # fixed timestamps in the zip: an unchanged agrajag gives the same wheel, and the images'
+    # build cache holds (it compares what COPY copies by content)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
+    argv = [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(WHEELS), str(REPO)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise Failed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-3000:]}")
 
 
 def image_exists(client: docker.DockerClient, name: str) -> bool:
@@ -466,9 +469,7 @@ def engine(start: bool) -> Iterator[docker.DockerClient]:
     with log.open("wb") as out:
         proc = subprocess.Popen(["dockerd"], stdout=out, stderr=out, start_new_session=True)
     try:
-        client = docker.from_env(timeout=300)
-        wait_for(lambda: _pings(client), 60, "dockerd to answer", 0.5)
-        yield client
+        yield wait_for(_client, 60, "dockerd to answer", 0.5)
     finally:
         say(f"stopping dockerd (pid {proc.pid})")
         proc.terminate()
@@ -479,11 +480,13 @@ def engine(start: bool) -> Iterator[docker.DockerClient]:
             proc.wait()
 
 
-def _pings(client: docker.DockerClient) -> bool | None:
+def _client() -> docker.DockerClient | None:
     try:
-        return client.ping() or None
+        client = docker.from_env(timeout=300)
+        client.ping()
     except DockerException:
         return None
+    return client
 
 
 # --- commands -------------------------------------------------------------------------
@@ -564,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as exc:
         print(f"docker/topology.py {args.command}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, NoEngine) else 1
-    except subprocess.CalledProcessError as exc:
+    except (subprocess.CalledProcessError, OSError) as exc:
         print(f"docker/topology.py {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -144,3 +144,18 @@ def test_without_an_engine_it_exits_2_naming_the_problem(tmp_path: Path) -> None
 def test_it_only_runs_what_it_knows(tmp_path: Path) -> None:
     done = run_topology("rm-rf", tmp_path=tmp_path)
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_initial_renders_a_proxys_file_with_no_master_once(tmp_path: Path) -> None:
+    conf = overlaid("watch.example.yaml", "watch-haproxy.yaml")
+    sink = conf["sinks"][0]
+    sink.update(template=str(CONF_D / "haproxy.cfg.j2"), dest=str(tmp_path / "haproxy.cfg"))
+    watch_yaml = tmp_path / "watch.yaml"
+    watch_yaml.write_text(yaml.safe_dump(conf))
+    assert container.main(["initial", str(watch_yaml), "haproxy"]) == 0
+    rendered = (tmp_path / "haproxy.cfg").read_text()
+    assert "listen main" in rendered and "server primary" not in rendered
+    (tmp_path / "haproxy.cfg").write_text("the watcher's since")
+    assert container.main(["initial", str(watch_yaml), "haproxy"]) == 0
+    assert (tmp_path / "haproxy.cfg").read_text() == "the watcher's since"
+    assert container.main(["initial", str(watch_yaml), "varnish"]) == 2

@@ -1,10 +1,11 @@
-# One entry point for a fresh Debian 12 machine: `make test`, `make demo`.
+# One entry point for a fresh Debian 12 machine: `make test`, `make demo`, `make docker-test`.
 VENV        ?= .venv
 PYTHON      ?= /usr/bin/python3
 APT_PACKAGES = zookeeper postgresql-15 postgresql-15-repmgr haproxy pgbouncer prometheus python3-venv systemd openssl
+DOCKER_PACKAGES = docker.io docker-compose debootstrap
 SUDO        := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup system venv lint test bench demo
+.PHONY: setup system venv lint test bench demo docker-test
 
 setup: system venv
 
@@ -35,3 +36,11 @@ bench: setup
 
 demo: setup
 	$(VENV)/bin/python -m tools.demo
+
+# docker/compose.yaml built from nothing, failed over and torn down (docker/topology.py);
+# it starts dockerd if none runs, and stops it and removes the images it made at the end.
+docker-test: venv
+	@dpkg -s $(DOCKER_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DOCKER_PACKAGES); }
+	$(SUDO) $(VENV)/bin/python docker/topology.py test

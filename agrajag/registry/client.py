@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: kazoo's errors that mean "ZooKeeper is not reachable now": the caller may try again later.
 _UNREACHABLE = (
@@ -486,12 +487,17 @@ class Registry:
         return self._watchers(cluster)
 
     def _watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
-        paths = Paths(self.root, cluster)
-        result: dict[str, WatcherAck | str] = {}
-        for name in self._children(paths.watchers):
+        return self._records(Paths(self.root, cluster).watchers, WatcherAck.from_json)
+
+    def _records(self, parent: str, parse: Callable[[bytes, str], R]) -> dict[str, R | str]:
+        """Each child of `parent` parsed (or why it could not be); one gone meanwhile is left
+        out (ephemeral nodes come and go)."""
+        result: dict[str, R | str] = {}
+        for name in self._children(parent):
+            path = f"{parent}/{name}"
             try:
-                data, _ = self._call("get", paths.watcher(name))
-                result[name] = WatcherAck.from_json(data, source=paths.watcher(name))
+                data, _ = self._call("get", path)
+                result[name] = parse(data, path)
             except NoNodeError:
                 continue
             except RecordError as exc:
@@ -501,17 +507,7 @@ class Registry:
     @_edge
     def node_records(self, cluster: str) -> dict[str, NodeRecord | str]:
         """Each live daemon's liveness record (or why it could not be read)."""
-        paths = Paths(self.root, cluster)
-        result: dict[str, NodeRecord | str] = {}
-        for name in self._children(paths.nodes):
-            try:
-                data, _ = self._call("get", paths.node(name))
-                result[name] = NodeRecord.from_json(data, source=paths.node(name))
-            except NoNodeError:
-                continue
-            except RecordError as exc:
-                result[name] = str(exc)
-        return result
+        return self._records(Paths(self.root, cluster).nodes, NodeRecord.from_json)
 
     @_edge
     def clusters(self) -> list[str]:

@@ -1,7 +1,8 @@
 """The `agrajag` command: daemon | watch | notify | status.
 
-Each subcommand imports its module only when it runs, so `agrajag notify` (called by repmgr
-on every event, possibly as the `postgres` user) stays quick and light.
+Each subcommand imports its module only when it runs. repmgr's event hook should rather be
+`agrajag-notify` (`agrajag.daemon.wakeup.main`), which starts without argparse and logging;
+`agrajag notify` takes the same options.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from agrajag import __version__
+from agrajag.daemon import wakeup
 from agrajag.errors import AgrajagError
 
 
@@ -33,14 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--config", required=True, help="watcher YAML (see conf.d/)")
 
     notify = sub.add_parser(
-        "notify", help="repmgr event_notification_command: wake the local daemon at once"
+        "notify",
+        help="repmgr event_notification_command: wake the local daemon at once"
+        " (agrajag-notify starts faster)",
     )
-    notify.add_argument("--socket", required=True, help="the daemon's wake-up socket")
-    notify.add_argument("--node-id", default="", help="repmgr's %%n")
-    notify.add_argument("--event", default="", help="repmgr's %%e")
-    notify.add_argument("--success", default="", help="repmgr's %%s")
-    notify.add_argument("--timestamp", default="", help="repmgr's %%t")
-    notify.add_argument("--details", default="", help="repmgr's %%d")
+    for flag, text in wakeup.OPTIONS.items():
+        notify.add_argument(
+            flag, required=flag == "--socket", default="", help=text.replace("%", "%%")
+        )
 
     status = sub.add_parser("status", help="what the registry says, at a glance")
     where = status.add_mutually_exclusive_group(required=True)
@@ -69,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_watch(args.config)
         if args.command == "notify":
-            from agrajag.daemon.wakeup import notify
-
-            return notify(args)
+            return wakeup.notify(
+                {wakeup.key(f): getattr(args, wakeup.key(f)) for f in wakeup.OPTIONS}
+            )
         from agrajag.status import run_status
 
         return run_status(args)

@@ -1,4 +1,5 @@
-"""`agrajag notify` wakes a listening daemon and never fails repmgr's action."""
+"""repmgr's hook (`agrajag-notify`, or `agrajag notify`) wakes a listening daemon and never
+fails repmgr's action."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import sys
 import threading
 from pathlib import Path
 
-from agrajag.daemon.wakeup import WakeupListener
+import pytest
 
-NOTIFY = [sys.executable, "-m", "agrajag", "notify"]
+from agrajag.daemon.wakeup import WakeupListener, parse
+
+#: The console script repmgr runs, and the same through the full command line.
+HOOKS = {
+    "agrajag-notify": [str(Path(sys.executable).parent / "agrajag-notify")],
+    "agrajag notify": [sys.executable, "-m", "agrajag", "notify"],
+}
+NOTIFY = HOOKS["agrajag-notify"]
 
 
-def test_notify_delivers_the_event_to_the_listener(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hook", HOOKS)
+def test_notify_delivers_the_event_to_the_listener(tmp_path: Path, hook: str) -> None:
     received: list[dict[str, str]] = []
     got = threading.Event()
 
@@ -27,7 +36,7 @@ def test_notify_delivers_the_event_to_the_listener(tmp_path: Path) -> None:
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666  # repmgr runs as postgres
         args = ["--socket", path, "--node-id", "2", "--event", "repmgrd_failover_promote"]
-        done = subprocess.run([*NOTIFY, *args, "--success", "1"], timeout=30, check=False)
+        done = subprocess.run([*HOOKS[hook], *args, "--success", "1"], timeout=30, check=False)
         assert done.returncode == 0
         assert got.wait(5)
     finally:
@@ -37,10 +46,11 @@ def test_notify_delivers_the_event_to_the_listener(tmp_path: Path) -> None:
     assert not os.path.exists(path)
 
 
-def test_notify_without_a_daemon_exits_zero_and_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hook", HOOKS)
+def test_notify_without_a_daemon_exits_zero_and_says_so(tmp_path: Path, hook: str) -> None:
     path = str(tmp_path / "absent.sock")
     done = subprocess.run(
-        [*NOTIFY, "--socket", path, "--event", "standby_promote"],
+        [*HOOKS[hook], "--socket", path, "--event", "standby_promote"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -48,3 +58,40 @@ def test_notify_without_a_daemon_exits_zero_and_says_so(tmp_path: Path) -> None:
     )
     assert done.returncode == 0
     assert f"daemon not woken ({path}" in done.stderr
+
+
+def test_the_hook_takes_flag_value_and_flag_equals_value() -> None:
+    values = parse(["--socket", "/run/a.sock", "--event=standby_promote", "--details", "-x y"])
+    assert values == {
+        "socket": "/run/a.sock",
+        "node_id": "",
+        "event": "standby_promote",
+        "success": "",
+        "timestamp": "",
+        "details": "-x y",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--event", "x"], "--socket is required"),
+        (["--socket"], "--socket needs a value"),
+        (["--socket", "/s", "--evnt", "x"], "unknown argument '--evnt'"),
+        (["/s"], "unknown argument '/s'"),
+    ],
+)
+def test_a_wrong_hook_command_line_is_refused_with_the_usage(argv: list[str], error: str) -> None:
+    done = subprocess.run([*NOTIFY, *argv], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "usage: agrajag-notify --socket PATH" in done.stderr
+    assert f"agrajag-notify: {error}" in done.stderr
+
+
+def test_the_hook_loads_neither_argparse_nor_logging() -> None:
+    """It runs on the failover's path: its start-up is part of the publish time."""
+    code = "import sys, agrajag.daemon.wakeup; print(sorted(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "'argparse'" not in loaded and "'logging'" not in loaded, loaded

@@ -6,12 +6,13 @@ import yaml
 
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
 from tools.harness.procs import Proc, free_port, service_env, write_service_file
-from tools.harness.shipped import AGRAJAG, example
+from tools.harness.shipped import AGRAJAG, AGRAJAG_NOTIFY, example
 
 #: repmgr's event hook, as conf.d/repmgr-event-notification.conf has it, per node.
-EVENT_COMMAND = (
-    f"{AGRAJAG} notify --socket {{node_dir}}/agrajag.sock --node-id %n --event %e --success %s"
-)
+HOOK_ARGS = "--socket {node_dir}/agrajag.sock --node-id %n --event %e --success %s"
+EVENT_COMMAND = f"{AGRAJAG_NOTIFY} {HOOK_ARGS}"
+#: The same through the full command line, `agrajag notify` (slower to start).
+EVENT_COMMAND_CLI = f"{AGRAJAG} notify {HOOK_ARGS}"
 
 
 class DaemonProc:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
+
+import psutil
 import yaml
 
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
@@ -79,3 +85,20 @@ class Daemons:
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.stop()
+
+
+def crash_node(node: PgNode, daemon: DaemonProc) -> float:
+    """SIGKILL the node's PostgreSQL (every process), repmgrd and daemon; the instant before."""
+    pid = node.postmaster_pid()
+    assert pid is not None and node.repmgrd is not None
+    postgres = psutil.Process(pid)
+    family = [postgres, *postgres.children(recursive=True)]
+    crashed = time.monotonic()
+    for proc in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    for group in (node.repmgrd, daemon.proc):
+        os.killpg(group.pid, signal.SIGKILL)
+    for proc_ in (node.repmgrd, daemon.proc):
+        proc_.kill()  # reaps
+    return crashed

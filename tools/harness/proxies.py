@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -214,3 +215,34 @@ class PgBouncer:
     def stop(self) -> None:
         if self.proc:
             self.proc.stop()
+
+
+class BouncerConsole:
+    """One kept admin-console connection, cheap enough to poll where PgBouncer routes."""
+
+    def __init__(self, bouncer: PgBouncer) -> None:
+        self.bouncer = bouncer
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    def port(self, database: str = "repmgr") -> int | None:
+        """The port PgBouncer sends `database` to (SHOW DATABASES); None: not there."""
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(
+                host="127.0.0.1",
+                port=self.bouncer.port,
+                dbname="pgbouncer",
+                user=PGBOUNCER_ADMIN,
+                autocommit=True,
+                cursor_factory=psycopg.ClientCursor,
+            )
+        cur = self.conn.execute("SHOW DATABASES")
+        names = [c.name for c in cur.description or []]
+        for row in cur.fetchall():
+            entry = dict(zip(names, row, strict=True))
+            if entry["name"] == database:
+                return int(entry["port"])
+        return None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()

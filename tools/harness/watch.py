@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import socketserver
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,24 @@ def greeting(port: int, timeout: float = 5.0) -> tuple[socket.socket, str]:
     """Connect to 127.0.0.1:port and read the backend's name; the socket stays open."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return sock, sock.recv(64).decode().strip()
+
+
+class MasterWatch:
+    """A DataWatch on the master znode: when it first names a node other than `old`."""
+
+    def __init__(self, client: KazooClient, path: str, old: str) -> None:
+        self.old = old
+        self.first: tuple[float, dict[str, Any]] | None = None
+        self.changed = threading.Event()
+        client.DataWatch(path, self._on_data)
+
+    def _on_data(self, data: bytes | None, stat: Any, event: Any = None) -> bool | None:
+        at = time.monotonic()
+        if not data:
+            return None
+        record = json.loads(data)
+        if record.get("node") != self.old and self.first is None:
+            self.first = (at, record)
+            self.changed.set()
+            return False  # stop watching: this cluster is done
+        return None

@@ -154,7 +154,7 @@ def main() -> int:
             crashed,
             {
                 f"{new.name} writable (seen by a poll)": writable,
-                "master znode names it": znode.first[0] if znode.first else None,
+                "master znode names it": znode.written_at,
                 **{f"{name} routes to it": at for name, at in routed.items()},
             },
             clients,

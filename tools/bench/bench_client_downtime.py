@@ -16,7 +16,7 @@ repmgrd and agrajag daemon are SIGKILLed together. Measured with time.monotonic(
 one clock, from that instant:
 
 - promotion: the first INSERT committed by another node (direct writers, every 5 ms);
-- znode: the first DataWatch notification of the master znode naming another node;
+- znode: when ZooKeeper wrote the master record naming another node (its mtime);
 - HAProxy / PgBouncer routing: their runtime state (`show servers state`, `SHOW DATABASES`,
   polled every 5 ms) first names the new primary's port;
 - client write downtime: from the last write the old primary acknowledged to the first one
@@ -273,8 +273,8 @@ def _measure(
     assert writable_at is not None
     sample.new_primary = new.name
     sample.promotion_s = writable_at - crashed
-    if watch.first is not None:
-        sample.znode_s = watch.first[0] - crashed
+    if watch.written_at is not None:
+        sample.znode_s = watch.written_at - crashed
     sample.routed_s = {
         proxy: (p.routed_at - crashed if p.routed_at is not None else None)
         for proxy, p in zip(PROXIES, probes, strict=True)
@@ -445,7 +445,14 @@ def write_results(
         "timeline": asdict(timeline) if timeline else None,
         "settings": {
             "failovers": args.failovers,
-            "haproxy_template": str(args.haproxy_template),
+            "haproxy_template": {
+                "name": args.haproxy_template.name,
+                "retries_and_server": [
+                    line.strip()
+                    for line in args.haproxy_template.read_text().splitlines()
+                    if line.strip().startswith(("retries", "timeout connect", "server "))
+                ],
+            },
             "client_interval_s": CLIENT_INTERVAL_S,
             "client_connect_timeouts_s": list(CONNECT_TIMEOUTS_S),
             "note": "libpq and psycopg raise a connect_timeout of 1 to 2 s",

@@ -40,9 +40,27 @@ def draw(data: dict[str, Any], out: Path, name: str) -> list[Path]:
 
 
 def _timeline(s: dict[str, Any], path: Path) -> Path:
-    """Every write attempt of every client around the crash (t = 0), with the milestones."""
+    """Every write attempt of every client around the crash (t = 0), with the milestones:
+    the whole failover on top, and below a close-up of the switch (from just before the
+    promotion to the last client via HAProxy writing again)."""
     keys = list(s["attempts"])
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.7 * len(keys)))
+    fig, (whole, close) = plt.subplots(2, 1, figsize=(11, 2.4 + 1.2 * len(keys)))
+    _attempts(whole, s, keys, labels=True)
+    _attempts(close, s, keys, labels=False)
+    resumed = [s["first_new_write_s"][k] for k in keys if k.startswith("haproxy")]
+    start = (s["promotion_s"] or 0.0) - 0.3
+    close.set_xlim(start, max([*resumed, (s["znode_s"] or start) + 0.3]) + 0.2)
+    whole.set_title(f"One primary-node crash ({s['cluster']}): clients writing every 10 ms")
+    close.set_title("close-up of the switch", fontsize=9)
+    close.set_xlabel("seconds after the crash (green: write acknowledged, red: failed attempt)")
+    whole.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _attempts(ax: Any, s: dict[str, Any], keys: list[str], labels: bool) -> None:
     for row, key in enumerate(keys):
         attempts = s["attempts"][key]
         ok = [(a["start"], a["end"] - a["start"]) for a in attempts if a["port"] is not None]
@@ -50,8 +68,8 @@ def _timeline(s: dict[str, Any], path: Path) -> Path:
         ax.broken_barh(ok, (row - 0.3, 0.6), color="tab:green", alpha=0.6)
         ax.broken_barh(bad, (row - 0.3, 0.6), color="tab:red", alpha=0.8)
         down = s["downtime_s"].get(key)
-        if down is not None:
-            ax.text(ax.get_xlim()[0], row + 0.38, f" downtime {down * 1e3:.0f} ms", fontsize=8)
+        if labels and down is not None:
+            ax.text(-0.3, row + 0.36, f"downtime {down * 1e3:.0f} ms", fontsize=8)
     ax.axvline(0, color="black", lw=1.5, label="crash (PostgreSQL, repmgrd, daemon killed)")
     for key, label, colour in EVENTS:
         if s.get(key) is not None:
@@ -61,15 +79,8 @@ def _timeline(s: dict[str, Any], path: Path) -> Path:
             ax.axvline(
                 at, color=ROUTED_COLOURS[proxy], lw=1.2, ls=":", label=f"{proxy} routes {at:.2f} s"
             )
-    ax.set_yticks(range(len(keys)), [f"client via {k}" for k in keys])
-    ax.set_ylim(-0.6, len(keys) - 0.2)
-    ax.set_xlabel("seconds after the crash (green: write acknowledged, red: failed attempt)")
-    ax.set_title(f"One primary-node crash ({s['cluster']}): clients writing every 10 ms")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_yticks(range(len(keys)), [f"via {k}" for k in keys])
+    ax.set_ylim(-0.6, len(keys) - 0.1)
 
 
 def _distribution(data: dict[str, Any], path: Path) -> Path:

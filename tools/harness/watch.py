@@ -180,11 +180,16 @@ def greeting(port: int, timeout: float = 5.0) -> tuple[socket.socket, str]:
 
 
 class MasterWatch:
-    """A DataWatch on the master znode: when it first names a node other than `old`."""
+    """A DataWatch on the master znode: when it first names a node other than `old`.
+
+    `first` is when this process was told (late when it is busy), `written_at` when
+    ZooKeeper wrote the record (its mtime, milliseconds), both on time.monotonic()'s clock:
+    the server runs on this machine, so its wall clock is ours."""
 
     def __init__(self, client: KazooClient, path: str, old: str) -> None:
         self.old = old
         self.first: tuple[float, dict[str, Any]] | None = None
+        self.written_at: float | None = None
         self.changed = threading.Event()
         client.DataWatch(path, self._on_data)
 
@@ -195,6 +200,7 @@ class MasterWatch:
         record = json.loads(data)
         if record.get("node") != self.old and self.first is None:
             self.first = (at, record)
+            self.written_at = stat.mtime / 1e3 - (time.time() - time.monotonic())
             self.changed.set()
             return False  # stop watching: this cluster is done
         return None

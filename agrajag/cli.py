@@ -1,7 +1,7 @@
 """The `agrajag` command: daemon | watch | notify | status.
 
 Each subcommand imports its module only when it runs. repmgr's event hook should rather be
-`agrajag-notify` (`agrajag.daemon.wakeup.main`), which starts without argparse and logging;
+`agrajag-notify` (`agrajag.daemon.notify.main`), which starts without argparse and logging;
 `agrajag notify` takes the same options.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from agrajag import __version__
-from agrajag.daemon import wakeup
+from agrajag.daemon import notify as hook
 from agrajag.errors import AgrajagError
 
 
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         help="repmgr event_notification_command: wake the local daemon at once"
         " (agrajag-notify starts faster)",
     )
-    for flag, text in wakeup.OPTIONS.items():
+    for flag, text in hook.OPTIONS.items():
         notify.add_argument(
             flag, required=flag == "--socket", default="", help=text.replace("%", "%%")
         )
@@ -71,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_watch(args.config)
         if args.command == "notify":
-            return wakeup.notify(
-                {wakeup.key(f): getattr(args, wakeup.key(f)) for f in wakeup.OPTIONS}
-            )
+            return hook.notify({hook.key(f): getattr(args, hook.key(f)) for f in hook.OPTIONS})
         from agrajag.status import run_status
 
         return run_status(args)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.daemon.wakeup import WakeupListener, parse
+from agrajag.daemon.notify import parse
+from agrajag.daemon.wakeup import WakeupListener
 
 #: The console script repmgr runs, and the same through the full command line.
 HOOKS = {
@@ -90,7 +91,7 @@ def test_a_wrong_hook_command_line_is_refused_with_the_usage(argv: list[str], er
 
 def test_the_hook_loads_neither_argparse_nor_logging() -> None:
     """It runs on the failover's path: its start-up is part of the publish time."""
-    code = "import sys, agrajag.daemon.wakeup; print(sorted(sys.modules))"
+    code = "import sys, agrajag.daemon.notify; print(sorted(sys.modules))"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

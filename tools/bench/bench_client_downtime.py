@@ -386,7 +386,9 @@ def pick_timeline(samples: list[Sample]) -> Sample | None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_client_downtime")
     parser.add_argument("--failovers", type=int, default=10)
-    parser.add_argument("--haproxy-template", type=Path, default=CONF_D / "haproxy.cfg.j2")
+    parser.add_argument(
+        "--haproxy-template", type=lambda p: Path(p).resolve(), default=CONF_D / "haproxy.cfg.j2"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--name", default="client_downtime", help="file names in --out")
     args = parser.parse_args()

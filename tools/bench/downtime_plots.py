@@ -29,7 +29,12 @@ STAGES = (  # stage key in a sample's stages_s, label
     ("downtime_haproxy/10s", "downtime, HAProxy, timeout 10 s"),
     ("downtime_pgbouncer/1s", "downtime, PgBouncer, timeout 1 s"),
     ("downtime_pgbouncer/10s", "downtime, PgBouncer, timeout 10 s"),
+    ("downtime_over_promotion_haproxy/1s", "downtime - promotion, HAProxy, 1 s"),
+    ("downtime_over_promotion_haproxy/10s", "downtime - promotion, HAProxy, 10 s"),
+    ("downtime_over_promotion_pgbouncer/1s", "downtime - promotion, PgBouncer, 1 s"),
+    ("downtime_over_promotion_pgbouncer/10s", "downtime - promotion, PgBouncer, 10 s"),
 )
+TARGET_MS = 300  # downtime - promotion, at p99
 
 
 def draw(data: dict[str, Any], out: Path, name: str) -> list[Path]:
@@ -99,6 +104,8 @@ def _distribution(data: dict[str, Any], path: Path) -> Path:
         ax.scatter(values, [i] * len(values), s=12, color="tab:blue", alpha=0.6, zorder=3)
     ax.set_yticks(range(1, len(rows) + 1), [label for label, _ in rows])
     ax.invert_yaxis()
+    ax.axvline(TARGET_MS, color="tab:red", lw=1, ls="--", label="target for downtime - promotion")
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (log scale)")
     n = len(data["samples"])

@@ -42,13 +42,6 @@ def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def haproxy_port(haproxy: HAProxy) -> int | None:
-    """Where HAProxy sends new clients, read from its runtime API (a client probe would
-    wait out HAProxy's view of a dead primary first); None while its server is down."""
-    (state,) = haproxy.server_states()
-    return int(state["srv_port"]) if state["srv_op_state"] == "2" else None
-
-
 def first_write(client: Client, port: int, after: float) -> float | None:
     return min((end for _, end, p, _ in client.attempts if p == port and end > after), default=None)
 
@@ -107,7 +100,7 @@ def main() -> int:
         psec = {"type": "pgbouncer", **bouncer.sink_section("reconnect")}
         watcher = WatchProc(Path(service_dir("watch")), zk.hosts, sinks=[hsec, psec]).start()
         wait_until(
-            lambda: haproxy_port(haproxy) == console.port() == old.port,
+            lambda: haproxy.routed_port() == console.port() == old.port,
             timeout=30,
             what="both proxies to route to node1",
         )
@@ -131,7 +124,7 @@ def main() -> int:
         writable = time.monotonic()
         routed: dict[str, float] = {}
         proxies: dict[str, Callable[[], int | None]] = {
-            "HAProxy": lambda: haproxy_port(haproxy),
+            "HAProxy": haproxy.routed_port,
             "PgBouncer": console.port,
         }
 

@@ -38,7 +38,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,17 @@ from tools.bench.bench_failover import (
     SCHEMA_SQL,
     Writer,
     repmgr_events,
-    summary,
     wait_streaming,
+)
+from tools.bench.downtime_report import (
+    CONNECT_TIMEOUTS_S,
+    PROXIES,
+    Attempt,
+    Sample,
+    pick_timeline,
+    print_table,
+    report,
+    stages,
 )
 from tools.bench.failovers import SetupFailed, run_failovers
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc, crash_node
@@ -64,21 +73,8 @@ from tools.harness.shipped import CONF_D
 from tools.harness.watch import ROOT, MasterWatch, WatchProc
 from tools.harness.zookeeper import ZkEnsemble
 
-CONNECT_TIMEOUTS_S = (1, 10)
-PROXIES = ("haproxy", "pgbouncer")
 PROBE_INTERVAL_S = 0.005
 AFTER_CRASH_S = 45.0  # PgBouncer's server_login_retry alone can hold clients 15 s
-TARGET_OVER_PROMOTION_S = 0.3
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One write attempt of a client, in seconds after the crash; port None: it failed."""
-
-    start: float
-    end: float
-    port: int | None
-    error: str = ""
 
 
 class RoutingProbe(threading.Thread):
@@ -103,32 +99,6 @@ class RoutingProbe(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=5)
-
-
-def haproxy_port(haproxy: HAProxy) -> int | None:
-    """The port HAProxy sends new clients to, once its server is up there."""
-    (state,) = haproxy.server_states()
-    return int(state["srv_port"]) if state["srv_op_state"] == "2" else None
-
-
-@dataclass
-class Sample:
-    index: int
-    cluster: str
-    new_primary: str = ""
-    loadavg_1m: float = 0.0
-    promotion_s: float | None = None  # crash -> first write committed by another node
-    promote_event_s: float | None = None  # crash -> repmgr's standby_promote row
-    znode_s: float | None = None  # crash -> DataWatch names the new primary
-    routed_s: dict[str, float | None] = field(default_factory=dict)  # proxy -> crash -> routed
-    downtime_s: dict[str, float | None] = field(default_factory=dict)  # client -> downtime
-    first_new_write_s: dict[str, float | None] = field(default_factory=dict)  # crash -> it
-    errors_seen: dict[str, dict[str, int]] = field(default_factory=dict)  # client -> kinds
-    longest_attempt_s: dict[str, float] = field(default_factory=dict)  # client, after crash
-    #: acknowledged writes the new primary does not have (asynchronous replication)
-    lost_writes: dict[str, int] = field(default_factory=dict)
-    attempts: dict[str, list[Attempt]] = field(default_factory=dict)  # for the timeline
-    error: str = ""
 
 
 def _sections(name: str, haproxy: HAProxy, bouncer: PgBouncer, template: Path) -> list[Any]:
@@ -184,7 +154,7 @@ def one_failover(
             return (
                 json.loads(zclient.get(f"{base}/master")[0])["node"] == old.name
                 and live == [n.name for n in cluster.nodes]
-                and haproxy_port(haproxy) == old.port
+                and haproxy.routed_port() == old.port
                 and admin.port() == old.port
             )
 
@@ -196,7 +166,7 @@ def one_failover(
         ]
         writers = [Writer(n) for n in cluster.nodes[1:]]
         probes = [
-            RoutingProbe("haproxy", lambda: haproxy_port(haproxy), old.port),
+            RoutingProbe("haproxy", haproxy.routed_port, old.port),
             RoutingProbe("pgbouncer", admin.port, old.port),
         ]
         threads = [*clients, *writers, *probes]
@@ -307,82 +277,6 @@ def _measure(
         sample.error = f"no write on the new primary within {AFTER_CRASH_S:g} s: {missing}"
 
 
-def _stage(s: Sample) -> dict[str, float | None]:
-    """The stages of one failover, each from the end of the previous one (seconds)."""
-    if s.promotion_s is None or s.znode_s is None:
-        return {}
-    stages: dict[str, float | None] = {
-        "crash_to_promotion": s.promotion_s,
-        "promotion_to_znode": s.znode_s - s.promotion_s,
-        "promote_event_to_znode": (
-            s.znode_s - s.promote_event_s if s.promote_event_s is not None else None
-        ),
-    }
-    for proxy in PROXIES:
-        routed = s.routed_s.get(proxy)
-        stages[f"znode_to_{proxy}"] = routed - s.znode_s if routed is not None else None
-    for key, downtime in s.downtime_s.items():
-        stages[f"downtime_{key}"] = downtime
-        routed, wrote = s.routed_s.get(key.split("/")[0]), s.first_new_write_s.get(key)
-        stages[f"routed_to_write_{key}"] = (
-            wrote - routed if wrote is not None and routed is not None else None
-        )
-        stages[f"downtime_over_promotion_{key}"] = (
-            downtime - s.promotion_s if downtime is not None else None
-        )
-    return stages
-
-
-def report(samples: list[Sample]) -> dict[str, Any]:
-    ok = [s for s in samples if s.promotion_s is not None and s.znode_s is not None]
-    stages = [_stage(s) for s in ok]
-    names = list(stages[0]) if stages else []
-    result: dict[str, Any] = {
-        name: summary([v for st in stages if (v := st.get(name)) is not None]) for name in names
-    }
-    result["lost_acknowledged_writes"] = {
-        key: sum(s.lost_writes.get(key, 0) for s in ok) for key in (ok[0].lost_writes if ok else {})
-    }
-    result["target"] = {
-        key: {
-            "p99_over_promotion_ms": result[f"downtime_over_promotion_{key}"].get("p99_ms"),
-            "limit_ms": TARGET_OVER_PROMOTION_S * 1e3,
-            "met": bool(
-                result[f"downtime_over_promotion_{key}"].get("n") == len(samples)
-                and result[f"downtime_over_promotion_{key}"]["p99_ms"]
-                <= TARGET_OVER_PROMOTION_S * 1e3
-            ),
-        }
-        for key in (f"{p}/{t}s" for p in PROXIES for t in CONNECT_TIMEOUTS_S)
-        if f"downtime_over_promotion_{key}" in result
-    }
-    return result
-
-
-def print_table(result: dict[str, Any]) -> None:
-    print(f"\n{'stage':<44} {'n':>3} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for name, s in result.items():
-        if name in ("target", "lost_acknowledged_writes"):
-            continue
-        if not s.get("n"):
-            print(f"{name:<44} {0:>3} {'-':>8} {'-':>8} {'-':>8}")
-            continue
-        print(f"{name:<44} {s['n']:>3} {s['p50_ms']:>8.0f} {s['p99_ms']:>8.0f} {s['max_ms']:>8.0f}")
-    print(f"acknowledged writes missing on the new primary: {result['lost_acknowledged_writes']}")
-    for key, t in result["target"].items():
-        verdict = "met" if t["met"] else "MISSED"
-        print(f"target downtime <= promotion + {t['limit_ms']:.0f} ms at p99, {key}: {verdict}")
-
-
-def pick_timeline(samples: list[Sample]) -> Sample | None:
-    """The failover whose HAProxy 1 s client downtime is the median: a typical one."""
-    ok = [s for s in samples if not s.error and s.downtime_s.get("haproxy/1s") is not None]
-    if not ok:
-        return None
-    ok.sort(key=lambda s: s.downtime_s["haproxy/1s"] or 0.0)
-    return ok[len(ok) // 2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_client_downtime")
     parser.add_argument("--failovers", type=int, default=10)
@@ -441,7 +335,7 @@ def write_results(
         else "",
         "summary": result,
         "samples": [
-            {**{k: v for k, v in asdict(s).items() if k != "attempts"}, "stages_s": _stage(s)}
+            {**{k: v for k, v in asdict(s).items() if k != "attempts"}, "stages_s": stages(s)}
             for s in samples
         ],
         "timeline": asdict(timeline) if timeline else None,

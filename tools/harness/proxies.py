@@ -136,6 +136,12 @@ class HAProxy:
         header = lines[1].lstrip("# ").split()
         return [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
 
+    def routed_port(self) -> int | None:
+        """Where the only server sends new clients, from the runtime API (a client probe
+        would first wait out HAProxy's view of a dead primary); None while it is down."""
+        (state,) = self.server_states()
+        return int(state["srv_port"]) if state["srv_op_state"] == "2" else None
+
     def master(self, command: str) -> str:
         return unix_command(self.master_socket, command, timeout=5.0)
 

@@ -359,6 +359,7 @@ def write_results(
         },
         "machine": {
             "cores": os.cpu_count(),
+            "nice": os.nice(0),
             "note": "shared with other work running at the same time",
             "loadavg_1m_at_each_crash": [s.loadavg_1m for s in samples],
             "loadavg_during_run": [list(x) for x in loads],

@@ -57,7 +57,10 @@ def _timeline(s: dict[str, Any], path: Path) -> Path:
     close.set_xlim(start, max([*resumed, (s["znode_s"] or start) + 0.3]) + 0.2)
     whole.set_title(f"One primary-node crash ({s['cluster']}): clients writing every 10 ms")
     close.set_title("close-up of the switch", fontsize=9)
-    close.set_xlabel("seconds after the crash (green: write acknowledged, red: failed attempt)")
+    close.set_xlabel(
+        "seconds after the crash; a bar is one write attempt from its start to its answer"
+        " (green: acknowledged, red: failed)"
+    )
     whole.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -354,7 +354,7 @@ def write_results(
             "note": "libpq and psycopg raise a connect_timeout of 1 to 2 s",
             "repmgrd": "failover=automatic, monitor_interval_secs=1, reconnect_attempts=2,"
             " reconnect_interval=1, service_promote_command=pg_ctl -w promote",
-            "daemon": "woken by repmgr's event_notification_command (agrajag notify)",
+            "daemon": "woken by repmgr's event_notification_command (agrajag-notify)",
             "pgbouncer": "pool_mode=transaction, sink cut: reconnect, server_connect_timeout=2",
         },
         "machine": {

@@ -406,7 +406,7 @@ def report(samples: list[Sample], modes: list[Mode]) -> dict[str, Any]:
             # agrajag's part: from repmgr's standby_promote row to the znode notification.
             "promote_event_to_published": summary([a[1] for s in ok if (a := _around_event(s))]),
             # From repmgr's row to the start of the publishing round: for notify, the hook
-            # (`sh -c agrajag notify`, run by repmgr) and the wake-up; for poll, the wait.
+            # (`sh -c agrajag-notify`, run by repmgr) and the wake-up; for poll, the wait.
             "promote_event_to_round_start": summary(
                 [
                     s.publish_log_s - s.round_ms["total"] / 1e3 - s.promote_event_s

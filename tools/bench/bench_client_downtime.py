@@ -48,10 +48,8 @@ from kazoo.client import KazooClient
 
 from agrajag.sinks.haproxy import HAProxySink, Settings
 from tools.bench.bench_failover import (
-    SCHEMA_SQL,
     Writer,
     repmgr_events,
-    wait_streaming,
 )
 from tools.bench.downtime_report import (
     CONNECT_TIMEOUTS_S,
@@ -63,9 +61,9 @@ from tools.bench.downtime_report import (
     report,
     stages,
 )
-from tools.bench.failovers import SetupFailed, run_failovers
+from tools.bench.failovers import SetupFailed, prepare, run_failovers
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc, crash_node
-from tools.harness.clients import CLIENT_INTERVAL_S, TABLE, Client
+from tools.harness.clients import CLIENT_INTERVAL_S, Client
 from tools.harness.postgres import PgCluster
 from tools.harness.procs import service_dir, wait_until
 from tools.harness.proxies import BouncerConsole, HAProxy, PgBouncer
@@ -125,12 +123,7 @@ def one_failover(
     admin = BouncerConsole(bouncer)
     crashed: float | None = None
     try:
-        cluster.create()
-        old = cluster.nodes[0]
-        old.sql(SCHEMA_SQL)
-        old.sql(TABLE)
-        wait_streaming(old, len(cluster.nodes) - 1)
-        cluster.start_repmgrd()
+        old = prepare(cluster)
         daemons = [DaemonProc(n, zk.hosts, cluster=name).start() for n in cluster.nodes]
         hsec, psec = _sections(name, haproxy, bouncer, template)
         haproxy.config.write_text(HAProxySink(Settings.from_mapping(hsec, "bench")).render({}))

@@ -58,16 +58,13 @@ from typing import Any
 import psycopg
 from kazoo.client import KazooClient
 
-from tools.bench.failovers import SetupFailed, run_failovers
+from tools.bench.failovers import SetupFailed, prepare, run_failovers
 from tools.harness.agrajag import EVENT_COMMAND, EVENT_COMMAND_CLI, DaemonProc
-from tools.harness.clients import TABLE as BENCH_TABLE
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import wait_until
-from tools.harness.shipped import CONF_D
 from tools.harness.watch import MasterWatch
 from tools.harness.zookeeper import ZkEnsemble
 
-SCHEMA_SQL = (CONF_D / "agrajag-schema.sql").read_text()
 WRITE = "INSERT INTO agrajag_bench_writes (node) VALUES (%s)"
 WRITE_INTERVAL_S = 0.005
 ROOT = "/agrajag"
@@ -212,28 +209,6 @@ def repmgr_events(node: PgNode) -> list[tuple[float, int, str]]:
     return [(float(str(t)), int(str(n)), str(e)) for t, n, e in rows]
 
 
-def wait_streaming(primary: PgNode, standbys: int, timeout: float = 20) -> None:
-    """Both standbys stream and have replayed everything written so far.
-
-    Without slots or wal_keep_size a standby cloned just before another clone's checkpoint can
-    find its next WAL segment removed and never stream (seen here under load): such a
-    cluster cannot fail over cleanly and is rebuilt rather than measured.
-    """
-    with primary.connect() as conn:
-        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-
-    def caught_up() -> bool:
-        with primary.connect() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_replication"
-                " WHERE state = 'streaming' AND replay_lsn >= %s::pg_lsn",
-                (str(lsn),),
-            ).fetchone()
-        return bool(row and row[0] == standbys)
-
-    wait_until(caught_up, timeout=timeout, what="both standbys to stream and replay the schema")
-
-
 def one_failover(
     zk: ZkEnsemble, client: KazooClient, mode: Mode, index: int, attempt: int, keep: bool
 ) -> Sample:
@@ -247,12 +222,7 @@ def one_failover(
     daemons: list[DaemonProc] = []
     writers: list[Writer] = []
     try:
-        cluster.create()
-        old = cluster.nodes[0]
-        old.sql(SCHEMA_SQL)
-        old.sql(BENCH_TABLE)
-        wait_streaming(old, len(cluster.nodes) - 1)
-        cluster.start_repmgrd()
+        old = prepare(cluster)
         daemons = [
             DaemonProc(n, zk.hosts, cluster=name, root=ROOT, poll_interval_s=mode.poll_interval_s)
             for n in cluster.nodes

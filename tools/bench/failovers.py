@@ -14,11 +14,16 @@ from typing import TypeVar
 from kazoo.client import KazooClient
 
 from tools.harness import procs
+from tools.harness.clients import TABLE
+from tools.harness.postgres import PgCluster, PgNode
+from tools.harness.procs import wait_until
+from tools.harness.shipped import CONF_D
 from tools.harness.zookeeper import ZkEnsemble
 
 P = TypeVar("P")
 S = TypeVar("S")
 SETUP_ATTEMPTS = 3
+SCHEMA_SQL = (CONF_D / "agrajag-schema.sql").read_text()
 
 
 class SetupFailed(Exception):
@@ -80,3 +85,37 @@ def run_failovers(
         if not keep:
             shutil.rmtree(zk.servers[0].dir.parent, ignore_errors=True)
     return samples, setup_failures
+
+
+def prepare(cluster: PgCluster) -> PgNode:
+    """Create the cluster, the INSERT check's schema and the writes' table on its primary,
+    wait for both standbys to stream it, start repmgrd; the primary."""
+    cluster.create()
+    primary = cluster.nodes[0]
+    primary.sql(SCHEMA_SQL)
+    primary.sql(TABLE)
+    wait_streaming(primary, len(cluster.nodes) - 1)
+    cluster.start_repmgrd()
+    return primary
+
+
+def wait_streaming(primary: PgNode, standbys: int, timeout: float = 20) -> None:
+    """Both standbys stream and have replayed everything written so far.
+
+    Without slots or wal_keep_size a standby cloned just before another clone's checkpoint can
+    find its next WAL segment removed and never stream (seen here under load): such a
+    cluster cannot fail over cleanly and is rebuilt rather than measured.
+    """
+    with primary.connect() as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+
+    def caught_up() -> bool:
+        with primary.connect() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_replication"
+                " WHERE state = 'streaming' AND replay_lsn >= %s::pg_lsn",
+                (str(lsn),),
+            ).fetchone()
+        return bool(row and row[0] == standbys)
+
+    wait_until(caught_up, timeout=timeout, what="both standbys to stream and replay the schema")

@@ -18,6 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+#: The largest datagram the daemon reads (`agrajag.daemon.wakeup` takes it from here).
+MAX_DATAGRAM = 4096
 #: The hook's options: flag -> help. --socket is required; the others default to "".
 OPTIONS = {
     "--socket": "the daemon's wake-up socket (wakeup_socket in its YAML)",
@@ -80,7 +82,11 @@ def notify(values: Mapping[str, str]) -> int:
 
 
 def send(path: str, event: Mapping[str, str]) -> None:
+    """One datagram, whole: when repmgr's details would not fit, they are left out (a
+    truncated datagram would not be JSON, and the daemon would not learn the event)."""
     data = json.dumps(event).encode()
+    if len(data) > MAX_DATAGRAM:
+        data = json.dumps({**event, "details": ""}).encode()[:MAX_DATAGRAM]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.setblocking(False)
         s.sendto(data, path)

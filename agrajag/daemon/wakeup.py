@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from agrajag.daemon.notify import MAX_DATAGRAM
 
-MAX_DATAGRAM = 4096
+log = logging.getLogger(__name__)
 
 
 class WakeupListener:

@@ -96,3 +96,17 @@ def test_the_hook_loads_neither_argparse_nor_logging() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "'argparse'" not in loaded and "'logging'" not in loaded, loaded
+
+
+def test_an_event_with_long_details_still_arrives_whole(tmp_path: Path) -> None:
+    received: list[dict[str, str]] = []
+    got = threading.Event()
+    path = str(tmp_path / "main.sock")
+    listener = WakeupListener(path, lambda event: (received.append(event), got.set()))
+    try:
+        args = ["--socket", path, "--event", "standby_promote", "--details", "é" * 1024]
+        assert subprocess.run([*NOTIFY, *args], timeout=30, check=False).returncode == 0
+        assert got.wait(5)
+    finally:
+        listener.close()
+    assert received[0]["event"] == "standby_promote"

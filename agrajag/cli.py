@@ -1,8 +1,9 @@
 """The `agrajag` command: daemon | watch | notify | status | registry | check-config |
 secure-registry | digest-id | conf-dir.
 
-Each subcommand imports its module only when it runs, so `agrajag notify` (called by repmgr
-on every event, possibly as the `postgres` user) stays quick and light.
+Each subcommand imports its module only when it runs. repmgr's event hook should rather be
+`agrajag-notify` (`agrajag.daemon.notify.main`), which starts without argparse and logging;
+`agrajag notify` takes the same options.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agrajag import __version__
+from agrajag.daemon import notify as hook
 from agrajag.errors import AgrajagError
 
 #: The shipped conf.d: package data in an installed wheel, a link to the top-level conf.d in
@@ -45,14 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     notify = sub.add_parser(
-        "notify", help="repmgr event_notification_command: wake the local daemon at once"
+        "notify",
+        help="repmgr event_notification_command: wake the local daemon at once"
+        " (agrajag-notify starts faster)",
     )
-    notify.add_argument("--socket", required=True, help="the daemon's wake-up socket")
-    notify.add_argument("--node-id", default="", help="repmgr's %%n")
-    notify.add_argument("--event", default="", help="repmgr's %%e")
-    notify.add_argument("--success", default="", help="repmgr's %%s")
-    notify.add_argument("--timestamp", default="", help="repmgr's %%t")
-    notify.add_argument("--details", default="", help="repmgr's %%d")
+    for flag, text in hook.OPTIONS.items():
+        notify.add_argument(
+            flag, required=flag == "--socket", default="", help=text.replace("%", "%%")
+        )
 
     status = sub.add_parser("status", help="what the registry says, at a glance")
     _add_location(status)
@@ -141,9 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return render_only(args.config) if args.render_only else run_watch(args.config)
         if args.command == "notify":
-            from agrajag.daemon.wakeup import notify
-
-            return notify(args)
+            return hook.notify({hook.key(f): getattr(args, hook.key(f)) for f in hook.OPTIONS})
         if args.command == "check-config":
             from agrajag.check_config import run_check_config
 

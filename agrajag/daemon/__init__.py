@@ -1,4 +1,5 @@
 """The daemon: on every DB node, read repmgr, check every node, decide, publish.
 
-Kept light: `agrajag notify` imports `agrajag.daemon.wakeup` without kazoo or psycopg.
+Kept light: repmgr's hook (`agrajag-notify`) imports `agrajag.daemon.notify` and nothing else
+of agrajag's.
 """

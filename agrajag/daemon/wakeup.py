@@ -11,7 +11,6 @@ listener thread goes on. The socket is mode 0660, in `wakeup_group` if configure
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import grp
 import json
@@ -19,17 +18,16 @@ import logging
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agrajag.daemon.notify import MAX_DATAGRAM
 from agrajag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-MAX_DATAGRAM = 4096
 SOCKET_MODE = 0o660
 #: repmgr's event names (`standby_promote`, `repmgrd_failover_promote`, ...), bounded.
 _EVENT = re.compile(r"[a-z0-9_]{0,64}")
@@ -37,29 +35,6 @@ _EVENT = re.compile(r"[a-z0-9_]{0,64}")
 _LOG_EVERY_S = 60.0
 
 ACCEPTED = "accepted"
-
-
-def notify(args: argparse.Namespace) -> int:
-    """Send one event to the daemon; always exit 0 so repmgr's own action never fails."""
-    event = {
-        "node_id": args.node_id,
-        "event": args.event,
-        "success": args.success,
-        "timestamp": args.timestamp,
-        "details": args.details[:1024],
-    }
-    try:
-        send(args.socket, event)
-    except OSError as exc:
-        print(f"agrajag notify: daemon not woken ({args.socket}: {exc.strerror})", file=sys.stderr)
-    return 0
-
-
-def send(path: str, event: dict[str, str]) -> None:
-    data = json.dumps(event).encode()[:MAX_DATAGRAM]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.setblocking(False)
-        s.sendto(data, path)
 
 
 def read_datagram(data: bytes) -> tuple[str, str]:

@@ -111,7 +111,13 @@ def test_the_daemon_and_the_watcher_do_not_import_each_other() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["agrajag.cli", "agrajag.daemon.wakeup", "agrajag.daemon.decision", "agrajag.watch.rules"],
+    [
+        "agrajag.cli",
+        "agrajag.daemon.notify",
+        "agrajag.daemon.wakeup",
+        "agrajag.daemon.decision",
+        "agrajag.watch.rules",
+    ],
 )
 def test_light_modules_load_neither_kazoo_nor_psycopg(module: str) -> None:
     """`agrajag notify` runs in repmgr's event hook: it must start fast; the rules are pure."""

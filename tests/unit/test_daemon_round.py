@@ -3,6 +3,7 @@ when the registry, repmgr or the publish fail. No ZooKeeper, no PostgreSQL, no s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -75,6 +76,81 @@ def test_a_round_publishes_repmgrs_primary_on_the_versions_it_read(
     assert registry.master is not None and registry.master.node == "node1"
     assert registry.published == [(decision.record, -1, 0)]
     assert "node3" in registry.nodes  # it registered its own liveness node
+
+
+class Overlap:
+    """repmgr and the INSERT check as fakes: the n-th read of repmgr waits up to `waits[n]`
+    for an n-th check to have started, and records whether one had; each check records the
+    nodes it got."""
+
+    def __init__(
+        self, views: list[ClusterView], rounds: list[ProbeRound], waits: list[float]
+    ) -> None:
+        self.views, self.rounds, self.waits = views, rounds, waits
+        self.started = threading.Condition()
+        self.checked: list[list[str]] = []
+        self.overlapped: list[bool] = []
+
+    def read_view(self, _repmgr: RepmgrSettings) -> ClusterView:
+        n = len(self.overlapped) + 1
+        with self.started:
+            self.overlapped.append(
+                self.started.wait_for(lambda: len(self.checked) >= n, self.waits.pop(0))
+            )
+        return self.views.pop(0)
+
+    def check_nodes(
+        self, targets: Sequence[ProbeTarget], _c: CheckSettings, _me: str
+    ) -> ProbeRound:
+        with self.started:
+            self.checked.append([t.name for t in targets])
+            self.started.notify_all()
+        return self.rounds.pop(0)
+
+    def daemon(self, settings: DaemonSettings, registry: FakeRegistry) -> Daemon:
+        return Daemon(
+            settings,
+            registry,
+            DaemonMetrics(),
+            Inbox(),
+            read_view=self.read_view,
+            check_nodes=self.check_nodes,
+        )
+
+
+def test_from_the_second_round_the_check_runs_while_repmgr_is_read(
+    settings: DaemonSettings,
+) -> None:
+    """A failover's round takes the longer of the two, not their sum; the nodes checked are
+    the ones repmgr shows in that round, and publishing still needs both to agree."""
+    fake = Overlap(
+        [HEALTHY, FAILED_OVER],
+        [probe(node1=W, node2=RO, node3=RO), probe(node1=DOWN, node2=W, node3=RO)],
+        waits=[0, 5],
+    )
+    registry = FakeRegistry(nodes=live("node1", "node2"))
+    d = fake.daemon(settings, registry)
+
+    assert isinstance(d.round(), Publish)
+    assert isinstance(d.round("notify_standby_promote"), Publish)
+
+    assert fake.overlapped == [False, True]
+    assert fake.checked == [["node1", "node2", "node3"]] * 2
+    assert registry.master is not None and registry.master.node == "node2"
+
+
+def test_a_view_with_other_nodes_is_checked_again_after_repmgr(settings: DaemonSettings) -> None:
+    two_nodes = repmgr_view(
+        repmgr_row(1, "primary", "* running", 1), repmgr_row(2, "standby", "  running", 1, "node1")
+    )
+    three = probe(node1=W, node2=RO, node3=RO)
+    fake = Overlap([HEALTHY, two_nodes], [three, three, probe(node1=W, node2=RO)], waits=[0, 5])
+    d = fake.daemon(settings, FakeRegistry(nodes=live("node1")))
+
+    assert isinstance(d.round(), Publish)
+    assert isinstance(d.round(), Unchanged)
+
+    assert fake.checked == [["node1", "node2", "node3"]] * 2 + [["node1", "node2"]]
 
 
 def test_the_same_master_again_writes_nothing(settings: DaemonSettings) -> None:

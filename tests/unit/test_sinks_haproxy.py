@@ -3,6 +3,7 @@ answers like HAProxy 2.6 (the answers below were copied from a real one)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -278,6 +279,19 @@ def test_first_master_reloads_then_an_ip_move_is_a_runtime_switch_with_cuts(
     )
     assert fake.sessions == {100: {}, 101: {"0xb": ("other", "primary")}}
     assert "main 1 primary 10.0.0.2 2 0 5433" in (tmp_path / "server-state").read_text()
+    assert "server primary 10.0.0.2:5433" in (tmp_path / "haproxy.cfg").read_text()
+
+
+def test_a_runtime_switch_skips_haproxy_c_and_any_other_change_runs_it(
+    sink: HAProxySink, fake: FakeHAProxy, tmp_path: Path
+) -> None:
+    sink.apply({"main": master(1, "10.0.0.1")})
+    refusing = HAProxySink(replace(sink.settings, haproxy_bin=Path("/bin/false")), cli=fake)
+
+    assert refusing.apply({"main": master(2, "10.0.0.2", 5433)}).action == "runtime"
+    with pytest.raises(SinkError) as caught:
+        refusing.apply({"main": master(3, "db3.example")})
+    assert caught.value.step == "check"
     assert "server primary 10.0.0.2:5433" in (tmp_path / "haproxy.cfg").read_text()
 
 

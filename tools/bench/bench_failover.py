@@ -2,11 +2,13 @@
 
 Usage: python -m tools.bench.bench_failover [--failovers N] [--mode MODE] [--keep] [OUT.json]
 
-MODE is `notify` (repmgr's event_notification_command runs `agrajag notify`; the daemons
+MODE is `notify` (repmgr's event_notification_command runs `agrajag-notify`; the daemons
 poll only every 5 s, as the original Agrajag did, so a fast publish can only come from the
 hook), `notify-pgctl` (the same plus repmgr's `service_promote_command` set to
 `pg_ctl -w promote`, see below), `poll` (no event command, poll every 1 s), `poll5` (no
-event command, every 5 s), `both` (notify and poll, the default) or `all`. Modes are
+event command, every 5 s), `cli-notify-pgctl` (notify-pgctl with the hook `agrajag notify`,
+the full command line), `both` (notify and poll, the default), `all` (the first four) or
+`hooks` (notify-pgctl and cli-notify-pgctl). Modes are
 interleaved failover by failover, so that load from other work on the machine falls on
 every mode alike. Default OUT is bench-results/failover.json. Not a test: it needs the real
 ZooKeeper, PostgreSQL 15 and repmgr the integration tests use (see tests/harness/).
@@ -45,7 +47,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import threading
 import time
@@ -57,22 +58,17 @@ from typing import Any
 import psycopg
 from kazoo.client import KazooClient
 
-from agrajag.config import Role
-from tools.harness import procs
-from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
-from tools.harness.identities import kazoo_auth
+from tools.bench.failovers import SetupFailed, prepare, run_failovers
+from tools.harness.agrajag import EVENT_COMMAND, EVENT_COMMAND_CLI, DaemonProc
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import wait_until
-from tools.harness.shipped import CONF_D
+from tools.harness.watch import MasterWatch
 from tools.harness.zookeeper import ZkEnsemble
 
-SCHEMA_SQL = (CONF_D / "agrajag-schema.sql").read_text()
-BENCH_TABLE = "CREATE TABLE agrajag_bench_writes (node text, at timestamptz DEFAULT now())"
 WRITE = "INSERT INTO agrajag_bench_writes (node) VALUES (%s)"
 WRITE_INTERVAL_S = 0.005
 ROOT = "/agrajag"
 FAILOVER_TIMEOUT_S = 30.0
-SETUP_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -83,17 +79,21 @@ class Mode:
     #: repmgr's `service_promote_command` = `pg_ctl -w promote`: repmgr then finds the node
     #: promoted on its first check, instead of after `sleep(promote_check_interval)` (1 s).
     pg_ctl_promote: bool = False
+    #: the hook is `agrajag notify` (the full command line) instead of `agrajag-notify`.
+    cli_hook: bool = False
 
 
 MODES = {
     "notify": Mode("notify", 5.0, True),
     "notify-pgctl": Mode("notify-pgctl", 5.0, True, pg_ctl_promote=True),
+    "cli-notify-pgctl": Mode("cli-notify-pgctl", 5.0, True, pg_ctl_promote=True, cli_hook=True),
     "poll": Mode("poll", 1.0, False),
     "poll5": Mode("poll5", 5.0, False),
 }
 GROUPS = {
     "both": ["notify", "poll"],
     "all": ["notify", "notify-pgctl", "poll", "poll5"],
+    "hooks": ["notify-pgctl", "cli-notify-pgctl"],
 }
 
 
@@ -151,27 +151,6 @@ class Writer(threading.Thread):
         self.join(timeout=5)
 
 
-class MasterWatch:
-    """A DataWatch on the master znode: when it first names a node other than `old`."""
-
-    def __init__(self, client: KazooClient, path: str, old: str) -> None:
-        self.old = old
-        self.first: tuple[float, dict[str, Any]] | None = None
-        self.changed = threading.Event()
-        client.DataWatch(path, self._on_data)
-
-    def _on_data(self, data: bytes | None, stat: Any, event: Any = None) -> bool | None:
-        at = time.monotonic()
-        if not data:
-            return None
-        record = json.loads(data)
-        if record.get("node") != self.old and self.first is None:
-            self.first = (at, record)
-            self.changed.set()
-            return False  # stop watching: this cluster is done
-        return None
-
-
 @dataclass
 class Sample:
     mode: str
@@ -221,7 +200,7 @@ def _log_time(line: str) -> float | None:
         return None
 
 
-def _repmgr_events(node: PgNode) -> list[tuple[float, int, str]]:
+def repmgr_events(node: PgNode) -> list[tuple[float, int, str]]:
     """repmgr's event rows on `node`: (wall-clock time, node id, event)."""
     rows = node.sql(
         "SELECT extract(epoch FROM event_timestamp)::float8, node_id, event"
@@ -230,50 +209,20 @@ def _repmgr_events(node: PgNode) -> list[tuple[float, int, str]]:
     return [(float(str(t)), int(str(n)), str(e)) for t, n, e in rows]
 
 
-class SetupFailed(Exception):
-    """The cluster or the daemons did not come up healthy: not a failover sample, retry."""
-
-
-def _wait_streaming(primary: PgNode, standbys: int, timeout: float = 20) -> None:
-    """Both standbys stream and have replayed everything written so far.
-
-    Without slots or wal_keep_size a standby cloned just before another clone's checkpoint can
-    find its next WAL segment removed and never stream (seen here under load): such a
-    cluster cannot fail over cleanly and is rebuilt rather than measured.
-    """
-    with primary.connect() as conn:
-        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-
-    def caught_up() -> bool:
-        with primary.connect() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_replication"
-                " WHERE state = 'streaming' AND replay_lsn >= %s::pg_lsn",
-                (str(lsn),),
-            ).fetchone()
-        return bool(row and row[0] == standbys)
-
-    wait_until(caught_up, timeout=timeout, what="both standbys to stream and replay the schema")
-
-
 def one_failover(
     zk: ZkEnsemble, client: KazooClient, mode: Mode, index: int, attempt: int, keep: bool
 ) -> Sample:
     name = f"bench-{mode.name}-{index:03d}" + (f"-retry{attempt}" if attempt else "")
     sample = Sample(mode.name, index, name)
     crashed: float | None = None
+    hook = EVENT_COMMAND_CLI if mode.cli_hook else EVENT_COMMAND
     cluster = PgCluster(
-        3, event_command=EVENT_COMMAND if mode.notify else None, pg_ctl_promote=mode.pg_ctl_promote
+        3, event_command=hook if mode.notify else None, pg_ctl_promote=mode.pg_ctl_promote
     )
     daemons: list[DaemonProc] = []
     writers: list[Writer] = []
     try:
-        cluster.create()
-        old = cluster.nodes[0]
-        old.sql(SCHEMA_SQL)
-        old.sql(BENCH_TABLE)
-        _wait_streaming(old, len(cluster.nodes) - 1)
-        cluster.start_repmgrd()
+        old = prepare(cluster)
         daemons = [
             DaemonProc(n, zk.hosts, cluster=name, root=ROOT, poll_interval_s=mode.poll_interval_s)
             for n in cluster.nodes
@@ -360,7 +309,7 @@ def _profile(
     with contextlib.suppress(psycopg.Error):
         sample.events = [
             {"at_s": round(t - crash_wall, 4), "node_id": n, "event": e}
-            for t, n, e in _repmgr_events(new)
+            for t, n, e in repmgr_events(new)
             if t >= crash_wall - 1
         ]
     promotes = [e["at_s"] for e in sample.events if e["event"] == "standby_promote"]
@@ -427,7 +376,7 @@ def report(samples: list[Sample], modes: list[Mode]) -> dict[str, Any]:
             # agrajag's part: from repmgr's standby_promote row to the znode notification.
             "promote_event_to_published": summary([a[1] for s in ok if (a := _around_event(s))]),
             # From repmgr's row to the start of the publishing round: for notify, the hook
-            # (`sh -c agrajag notify`, run by repmgr) and the wake-up; for poll, the wait.
+            # (`sh -c agrajag-notify`, run by repmgr) and the wake-up; for poll, the wait.
             "promote_event_to_round_start": summary(
                 [
                     s.publish_log_s - s.round_ms["total"] / 1e3 - s.promote_event_s
@@ -480,6 +429,17 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"{mode:<12} errors: {r['errors']}")
 
 
+def _line(s: Sample) -> str:
+    if s.error:
+        return f"ERROR {s.error}"
+    assert s.writable_to_published_s is not None and s.crash_to_writable_s is not None
+    return (
+        f"writable->published {s.writable_to_published_s * 1e3:7.1f} ms"
+        f"  crash->writable {s.crash_to_writable_s * 1e3:7.1f} ms"
+        f"  {s.new_primary} by {s.published_by} ({s.trigger}, load {s.loadavg_1m:.1f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_failover")
     parser.add_argument("--failovers", type=int, default=20, help="per mode (default 20)")
@@ -490,61 +450,12 @@ def main() -> None:
     modes = [MODES[m] for m in GROUPS.get(args.mode, [args.mode])]
     out = Path(args.out)
     started = time.monotonic()
-    samples: list[Sample] = []
-    setup_failures: list[str] = []
-    zk = ZkEnsemble(1)
-    client: KazooClient | None = None
-    try:
-        zk.start()
-        # reads what the daemons publish under their ACLs, as a watcher does
-        client = KazooClient(hosts=zk.hosts, timeout=10, auth_data=kazoo_auth(Role.WATCHER))
-        client.start(timeout=20)
-        plan = [(i, mode) for i in range(args.failovers) for mode in modes]
-        stop = threading.Event()
+    plan = [(f"{mode.name:<6} #{i:<3}", (i, mode)) for i in range(args.failovers) for mode in modes]
 
-        def on_signal(signum: int, frame: object) -> None:
-            print("stopping after this failover (results so far are written)", flush=True)
-            stop.set()
+    def one(zk: ZkEnsemble, client: KazooClient, item: tuple[int, Mode], attempt: int) -> Sample:
+        return one_failover(zk, client, item[1], item[0], attempt, args.keep)
 
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        for k, (i, mode) in enumerate(plan, 1):
-            if stop.is_set():
-                break
-            t0 = time.monotonic()
-            for attempt in range(SETUP_ATTEMPTS):
-                try:
-                    s = one_failover(zk, client, mode, i, attempt, args.keep)
-                    break
-                except SetupFailed as exc:
-                    setup_failures.append(f"{mode.name} #{i}: {exc}")
-            else:
-                raise SystemExit(f"{SETUP_ATTEMPTS} set-ups in a row failed: {setup_failures}")
-            samples.append(s)
-            if s.error:
-                line = f"ERROR {s.error}"
-            else:
-                assert s.writable_to_published_s is not None and s.crash_to_writable_s is not None
-                line = (
-                    f"writable->published {s.writable_to_published_s * 1e3:7.1f} ms"
-                    f"  crash->writable {s.crash_to_writable_s * 1e3:7.1f} ms"
-                    f"  {s.new_primary} by {s.published_by} ({s.trigger}, load {s.loadavg_1m:.1f})"
-                )
-            print(
-                f"[{k:>3}/{len(plan)}] {mode.name:<6} #{i:<3} {line}"
-                f"  [{time.monotonic() - t0:.1f} s, total {time.monotonic() - started:.0f} s]",
-                flush=True,
-            )
-    finally:
-        if client is not None:
-            client.stop()
-            client.close()
-        zk.stop()
-        for p in procs.STARTED:
-            if p.alive():
-                p.kill()
-        if not args.keep:
-            shutil.rmtree(zk.servers[0].dir.parent, ignore_errors=True)
+    samples, setup_failures = run_failovers(plan, one, _line, keep=args.keep)
     result = report(samples, modes)
     print_table(result)
     notify = result.get("notify", {}).get("writable_to_published", {})

@@ -53,7 +53,9 @@ def switch_times(
             started = time.perf_counter()
             result = sink.apply({"main": master(node, i + 2, host)})
             done = time.perf_counter()
-            assert result.changed and result.cut_sessions in (None, 1), result
+            # At least the held session; the previous probe's may still be closing in HAProxy.
+            assert result.changed, result
+            assert result.cut_sessions is None or result.cut_sessions >= 1, result
             wait_until(
                 functools.partial(lands_on, proxy_port, node.port), timeout=5, what="routing"
             )

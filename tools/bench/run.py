@@ -20,6 +20,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "probe": ("tools.bench.bench_probe", [], []),
     "sinks": ("tools.bench.bench_sinks", [], []),
     "watch_fanout": ("tools.bench.bench_watch_fanout", [], []),
+    "client_downtime": (
+        "tools.bench.bench_client_downtime",
+        ["--failovers", "10"],
+        ["--failovers", "2"],
+    ),
     "failover": (
         "tools.bench.bench_failover",
         ["--mode", "all", "--failovers", "20"],

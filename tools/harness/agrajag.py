@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from typing import Any
 
+import psutil
 import yaml
 
 from agrajag.config import Role
 from tools.harness.identities import secure_example, write_secret
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
 from tools.harness.procs import Proc, free_port, service_env, write_service_file
-from tools.harness.shipped import AGRAJAG, example
+from tools.harness.shipped import AGRAJAG, AGRAJAG_NOTIFY, example
 
 #: repmgr's event hook, as conf.d/repmgr-event-notification.conf has it, per node.
-EVENT_COMMAND = (
-    f"{AGRAJAG} notify --socket {{node_dir}}/agrajag.sock --node-id %n --event %e --success %s"
-)
+HOOK_ARGS = "--socket {node_dir}/agrajag.sock --node-id %n --event %e --success %s"
+EVENT_COMMAND = f"{AGRAJAG_NOTIFY} {HOOK_ARGS}"
+#: The same through the full command line, `agrajag notify` (slower to start).
+EVENT_COMMAND_CLI = f"{AGRAJAG} notify {HOOK_ARGS}"
 
 
 class DaemonProc:
@@ -85,3 +91,20 @@ class Daemons:
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.stop()
+
+
+def crash_node(node: PgNode, daemon: DaemonProc) -> float:
+    """SIGKILL the node's PostgreSQL (every process), repmgrd and daemon; the instant before."""
+    pid = node.postmaster_pid()
+    assert pid is not None and node.repmgrd is not None
+    postgres = psutil.Process(pid)
+    family = [postgres, *postgres.children(recursive=True)]
+    crashed = time.monotonic()
+    for proc in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    for group in (node.repmgrd, daemon.proc):
+        os.killpg(group.pid, signal.SIGKILL)
+    for proc_ in (node.repmgrd, daemon.proc):
+        proc_.kill()  # reaps
+    return crashed

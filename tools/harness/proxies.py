@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -145,6 +146,12 @@ class HAProxy:
         header = lines[1].lstrip("# ").split()
         return [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
 
+    def routed_port(self) -> int | None:
+        """Where the only server sends new clients, from the runtime API (a client probe
+        would first wait out HAProxy's view of a dead primary); None while it is down."""
+        (state,) = self.server_states()
+        return int(state["srv_port"]) if state["srv_op_state"] == "2" else None
+
     def master(self, command: str) -> str:
         return unix_command(self.master_socket, command, timeout=5.0)
 
@@ -241,3 +248,34 @@ class PgBouncer:
     def stop(self) -> None:
         if self.proc:
             self.proc.stop()
+
+
+class BouncerConsole:
+    """One kept admin-console connection, cheap enough to poll where PgBouncer routes."""
+
+    def __init__(self, bouncer: PgBouncer) -> None:
+        self.bouncer = bouncer
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    def port(self, database: str = "repmgr") -> int | None:
+        """The port PgBouncer sends `database` to (SHOW DATABASES); None: not there."""
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(
+                host="127.0.0.1",
+                port=self.bouncer.port,
+                dbname="pgbouncer",
+                user=PGBOUNCER_ADMIN,
+                autocommit=True,
+                cursor_factory=psycopg.ClientCursor,
+            )
+        cur = self.conn.execute("SHOW DATABASES")
+        names = [c.name for c in cur.description or []]
+        for row in cur.fetchall():
+            entry = dict(zip(names, row, strict=True))
+            if entry["name"] == database:
+                return int(entry["port"])
+        return None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()

@@ -11,6 +11,7 @@ import yaml
 CONF_D = Path(__file__).resolve().parents[2] / "conf.d"
 #: The console script of the environment running the tests (`postgres` can run Debian's python3).
 AGRAJAG = str(Path(sys.executable).parent / "agrajag")
+AGRAJAG_NOTIFY = str(Path(sys.executable).parent / "agrajag-notify")
 
 
 def example(name: str) -> dict[str, Any]:

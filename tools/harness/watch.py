@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import socketserver
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +213,30 @@ def still_open(sock: socket.socket) -> bool:
         return True
     except ConnectionResetError:
         return False
+
+
+class MasterWatch:
+    """A DataWatch on the master znode: when it first names a node other than `old`.
+
+    `first` is when this process was told (late when it is busy), `written_at` when
+    ZooKeeper wrote the record (its mtime, milliseconds), both on time.monotonic()'s clock:
+    the server runs on this machine, so its wall clock is ours."""
+
+    def __init__(self, client: KazooClient, path: str, old: str) -> None:
+        self.old = old
+        self.first: tuple[float, dict[str, Any]] | None = None
+        self.written_at: float | None = None
+        self.changed = threading.Event()
+        client.DataWatch(path, self._on_data)
+
+    def _on_data(self, data: bytes | None, stat: Any, event: Any = None) -> bool | None:
+        at = time.monotonic()
+        if not data:
+            return None
+        record = json.loads(data)
+        if record.get("node") != self.old and self.first is None:
+            self.first = (at, record)
+            self.written_at = stat.mtime / 1e3 - (time.time() - time.monotonic())
+            self.changed.set()
+            return False  # stop watching: this cluster is done
+        return None

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from agrajag.config import Role
 from agrajag.errors import AgrajagError
 from agrajag.record import MasterRecord, utc_now
-from agrajag.registry.client import Registry
+from agrajag.registry.maintenance import Maintenance
 from agrajag.registry.operator import open_registry
 from agrajag.registry.values import Znode
 
@@ -76,7 +76,7 @@ def run_registry(args: argparse.Namespace) -> int:
         registry.close()
 
 
-def show(registry: Registry, cluster: str) -> int:
+def show(registry: Maintenance, cluster: str) -> int:
     znodes = registry.tree(cluster)
     if not znodes:
         raise AgrajagError(f"no cluster {cluster!r} under {registry.root}")
@@ -110,7 +110,7 @@ def describe(znode: Znode) -> str:
     return head + "".join(f"    {line}\n" for line in text.splitlines())
 
 
-def trim_history(registry: Registry, cluster: str, keep: int, dry_run: bool) -> int:
+def trim_history(registry: Maintenance, cluster: str, keep: int, dry_run: bool) -> int:
     names = registry.history_names(cluster)
     doomed = trim_plan(names, keep)
     verb = "would delete" if dry_run else "deleting"
@@ -121,7 +121,7 @@ def trim_history(registry: Registry, cluster: str, keep: int, dry_run: bool) -> 
     return 0
 
 
-def reset(registry: Registry, args: argparse.Namespace) -> int:
+def reset(registry: Maintenance, args: argparse.Namespace) -> int:
     cluster = args.cluster
     current = registry.read_master(cluster)
     history = registry.history(cluster, last=1)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from agrajag.config import DigestAuth, Role, Section, ZooKeeperSettings, load_yaml
 from agrajag.errors import ConfigError
 from agrajag.registry.acl import Policy, secure_tree
-from agrajag.registry.client import Registry
 from agrajag.registry.errors import Unavailable
+from agrajag.registry.maintenance import Maintenance
 from agrajag.registry.values import Session
 
 
@@ -20,7 +20,7 @@ def run_secure_registry(config_path: str, *, dry_run: bool = False) -> int:
     zk = ZooKeeperSettings.from_section(section, Role.DAEMON)
     if zk.acl is None:
         raise ConfigError(f"{section.where('acl')}: missing: it says which ACLs to set")
-    registry = Registry.connect(zk, Role.DAEMON, start_timeout=max(5.0, zk.call_timeout_s))
+    registry = Maintenance.connect(zk, Role.DAEMON, start_timeout=max(5.0, zk.call_timeout_s))
     try:
         if registry.session is not Session.CONNECTED:
             raise Unavailable(f"cannot reach ZooKeeper at {zk.hosts}")

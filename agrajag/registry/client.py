@@ -15,130 +15,45 @@ agrajag's own here, at the edge.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import socket
-import ssl
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
 
-from kazoo.client import KazooClient
 from kazoo.exceptions import (
-    AuthFailedError,
     BadVersionError,
-    ConnectionLoss,
-    KazooException,
     NoAuthError,
     NodeExistsError,
     NoNodeError,
     OperationTimeoutError,
     RolledBackError,
-    SessionExpiredError,
-    SessionMovedError,
 )
-from kazoo.handlers.utils import create_tcp_connection
 from kazoo.protocol.states import KazooState
-from kazoo.retry import KazooRetry, RetryFailedError
-from kazoo.security import ACL, Id
+from kazoo.retry import KazooRetry
 
-from agrajag.config import Role, TlsSettings, ZooKeeperSettings
-from agrajag.errors import AgrajagError, ConfigError
+from agrajag.config import Role, ZooKeeperSettings
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, NodeRecord, RecordError, WatcherAck
-from agrajag.registry.acl import Grant, Policy
+from agrajag.registry.acl import Policy
+from agrajag.registry.boundary import edge
+from agrajag.registry.connection import kazoo_acl, new_client
 from agrajag.registry.errors import (
-    AccessDenied,
     AgentNameTaken,
     NodeNameTaken,
     RegistryError,
     Unavailable,
 )
-from agrajag.registry.values import Current, Paths, Session, Znode
+from agrajag.registry.values import Current, Paths, Session
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-T = TypeVar("T")
 R = TypeVar("R")
-
-#: kazoo's errors that mean "ZooKeeper is not reachable now": the caller may try again later.
-_UNREACHABLE = (
-    ConnectionLoss,
-    OperationTimeoutError,
-    RetryFailedError,
-    SessionExpiredError,  # and ConnectionClosedError, its subclass
-    SessionMovedError,
-)
-
-
-@contextlib.contextmanager
-def kazoo_errors(what: str) -> Iterator[None]:
-    """Turn any kazoo error raised inside into a RegistryError naming `what`: the one place
-    where library errors become agrajag's own (httpx's `map_httpcore_exceptions` is the model)."""
-    try:
-        yield
-    except AgrajagError:
-        raise
-    except _UNREACHABLE as exc:
-        raise Unavailable(f"ZooKeeper {what}: {exc!r}") from exc
-    except NoAuthError as exc:
-        raise AccessDenied(
-            f"ZooKeeper {what}: not allowed by the znode's ACL for this identity (check "
-            "zookeeper.auth and zookeeper.acl; agrajag secure-registry sets the ACLs)"
-        ) from exc
-    except AuthFailedError as exc:
-        raise AccessDenied(f"ZooKeeper {what}: authentication failed") from exc
-    except KazooException as exc:
-        raise RegistryError(f"ZooKeeper {what}: {exc!r}") from exc
-
-
-def _edge(method: Callable[P, T]) -> Callable[P, T]:
-    """A public method of Registry: whatever kazoo raises leaves as a RegistryError."""
-
-    @functools.wraps(method)
-    def mapped(*args: P.args, **kwargs: P.kwargs) -> T:
-        cluster = [a for a in args[1:2] if isinstance(a, str)]  # the first argument, if a name
-        with kazoo_errors(" ".join([method.__name__, *cluster])):
-            return method(*args, **kwargs)
-
-    return mapped
-
 
 _KAZOO_STATES = {
     KazooState.CONNECTED: Session.CONNECTED,
     KazooState.SUSPENDED: Session.SUSPENDED,
     KazooState.LOST: Session.LOST,
 }
-
-
-class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """kazoo's logger with our secrets taken out: at DEBUG kazoo logs every request it sends,
-    the authentication request with its password included.
-
-    >>> import io
-    >>> out = io.StringIO(); base = logging.getLogger("redact-demo"); base.propagate = False
-    >>> base.addHandler(logging.StreamHandler(out)); base.setLevel(logging.DEBUG)
-    >>> RedactingLogger(base, ["s3cret"]).debug("Sending %r", ("digest", "u:s3cret"))
-    >>> out.getvalue()
-    "Sending ('digest', 'u:***')\\n"
-    """
-
-    def __init__(self, logger: logging.Logger, secrets: list[str]) -> None:
-        super().__init__(logger, {})
-        self.secrets = secrets
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        try:
-            text = str(msg) % args if args else str(msg)
-        except (TypeError, ValueError):  # a malformed call must not break kazoo's thread
-            text = f"{msg} {args!r}"
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        kwargs.setdefault("stacklevel", 2)
-        self.logger.log(level, "%s", text, **kwargs)
 
 
 def default_retry(call_timeout: float) -> KazooRetry:
@@ -177,7 +92,7 @@ class Registry:
     @classmethod
     def connect(
         cls, zk: ZooKeeperSettings, role: Role = Role.READER, *, start_timeout: float = 0.0
-    ) -> Registry:
+    ) -> Self:
         """A registry on a new client for `role`; starts connecting, waits up to
         `start_timeout` for it.
 
@@ -187,34 +102,13 @@ class Registry:
         outage that may pass.
         """
         policy = Policy(zk.acl) if zk.acl else None
-        secrets = [zk.auth.password] if zk.auth else []
-        tls = zk.tls
-        creates = _kazoo_acl(policy.created_by(role)) if policy else []
-        try:
-            client = KazooClient(
-                hosts=zk.hosts,
-                timeout=zk.session_timeout_s,
-                connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
-                auth_data=[("digest", f"{zk.auth.user}:{zk.auth.password}")] if zk.auth else None,
-                default_acl=creates or None,  # None: kazoo's default, open to anyone
-                use_ssl=tls is not None,
-                ca=tls and tls.ca,
-                certfile=tls and tls.cert,
-                keyfile=tls and tls.key,
-                verify_certs=True,
-                check_hostname=tls is not None,
-                logger=RedactingLogger(logging.getLogger("kazoo.client"), secrets),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"zookeeper.hosts {zk.hosts!r}: {exc}") from None
-        if tls:
-            _check_tls(client.hosts, tls, timeout=min(zk.call_timeout_s, 5.0))
+        client = new_client(zk, kazoo_acl(policy.created_by(role)) if policy else [])
         registry = cls(client, zk.root, call_timeout=zk.call_timeout_s, acl=policy)
         event = client.start_async()
         event.wait(start_timeout)
         return registry
 
-    @_edge
+    @edge
     def close(self) -> None:
         """End the session now: its ephemeral nodes go at once."""
         try:
@@ -278,7 +172,7 @@ class Registry:
 
     # -- layout and liveness ---------------------------------------------------------------
 
-    @_edge
+    @edge
     def ensure_layout(self, cluster: str) -> None:
         """Create the cluster's `nodes/`, `history/` and `watchers/` where missing."""
         paths = Paths(self.root, cluster)
@@ -286,14 +180,14 @@ class Registry:
             # watchers/ lets watchers create their acknowledgement in it; the rest is the
             # client's default ACL
             acl = (
-                _kazoo_acl(self.acl_policy.watchers_dir())
+                kazoo_acl(self.acl_policy.watchers_dir())
                 if self.acl_policy and path == paths.watchers
                 else None
             )
             with contextlib.suppress(NodeExistsError):
                 self._call("create", path, b"", acl=acl, makepath=True)
 
-    @_edge
+    @edge
     def register_node(self, cluster: str, record: NodeRecord) -> bool:
         """Make sure `nodes/<node>` exists and belongs to this session; True if it was created.
 
@@ -316,25 +210,25 @@ class Registry:
         except NodeExistsError:
             raise NodeNameTaken(f"{path} was just created by another session") from None
 
-    @_edge
+    @edge
     def update_node(self, cluster: str, record: NodeRecord) -> None:
         """Rewrite this daemon's own `nodes/<node>`; if it is gone, the next `register_node`
         creates it again with the current record."""
         with contextlib.suppress(NoNodeError):
             self._call("set", Paths(self.root, cluster).node(record.node), record.to_json())
 
-    @_edge
+    @edge
     def unregister_node(self, cluster: str, node: str) -> None:
         with contextlib.suppress(NoNodeError):
             self._call("delete", Paths(self.root, cluster).node(node))
 
-    @_edge
+    @edge
     def guard_version(self, cluster: str, node: str) -> int | None:
         """The version of `nodes/<node>` (the guard of a publish), None when that daemon is gone."""
         stat = self._call("exists", Paths(self.root, cluster).node(node))
         return None if stat is None else int(stat.version)
 
-    @_edge
+    @edge
     def live_nodes(self, cluster: str) -> list[str]:
         """Names of the daemons that have a liveness node now."""
         return self._children(Paths(self.root, cluster).nodes)
@@ -347,7 +241,7 @@ class Registry:
 
     # -- the master ------------------------------------------------------------------------
 
-    @_edge
+    @edge
     def read_master(self, cluster: str) -> Current:
         """The master znode as read; an unreadable record is a `problem`, never an exception."""
         return self._read_master(cluster)
@@ -364,7 +258,7 @@ class Registry:
             return Current(None, int(stat.version), 0, str(exc))
         return Current(record, int(stat.version), record.epoch)
 
-    @_edge
+    @edge
     def epoch_floor(self, cluster: str) -> int:
         """The highest epoch the registry still shows anywhere: the master, every history entry
         and every watcher's acknowledgement (publishing rule 6). Read only before a publish:
@@ -378,7 +272,7 @@ class Registry:
             ]
         )
 
-    @_edge
+    @edge
     def publish(
         self, record: MasterRecord, master_version: int, guard_version: int
     ) -> Reason | None:
@@ -414,7 +308,7 @@ class Registry:
             raise first  # the edge makes it AccessDenied: an ACL refusal is not a lost race
         raise RegistryError(f"publishing {paths.master} failed: {results!r}")
 
-    @_edge
+    @edge
     def history(self, cluster: str, last: int | None = 10) -> list[MasterRecord]:
         """The newest `last` history entries (None: all), oldest first; unreadable entries
         are skipped."""
@@ -432,7 +326,7 @@ class Registry:
                 log.warning("skipping history entry %s: %s", name, exc)
         return records
 
-    @_edge
+    @edge
     def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
         """Call `on_change` whenever the master znode may have changed (kazoo's thread: the
         callback must only wake someone up). DataWatch re-arms itself across reconnects and
@@ -453,7 +347,7 @@ class Registry:
 
     # -- watchers ---------------------------------------------------------------------------
 
-    @_edge
+    @edge
     def acknowledge(self, cluster: str, ack: WatcherAck) -> None:
         """Create or update this watcher's ephemeral `watchers/<agent>` node, only if this
         session owns it (`ephemeralOwner`, as `register_node` judges): a node left by a dead
@@ -481,7 +375,7 @@ class Registry:
         except (NoNodeError, BadVersionError) as exc:
             raise RegistryError(f"{path} changed while acknowledging: {exc!r}") from None
 
-    @_edge
+    @edge
     def watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         """Each live watcher's acknowledgement (or why it could not be read)."""
         return self._watchers(cluster)
@@ -504,126 +398,11 @@ class Registry:
                 result[name] = str(exc)
         return result
 
-    @_edge
+    @edge
     def node_records(self, cluster: str) -> dict[str, NodeRecord | str]:
         """Each live daemon's liveness record (or why it could not be read)."""
         return self._records(Paths(self.root, cluster).nodes, NodeRecord.from_json)
 
-    @_edge
+    @edge
     def clusters(self) -> list[str]:
         return self._children(self.root)
-
-    # -- operator maintenance (`agrajag registry`) -------------------------------------------
-
-    @_edge
-    def tree(self, cluster: str) -> list[Znode]:
-        """Every znode of the cluster's subtree, each parent before its children, sorted."""
-        found, pending = [], [Paths(self.root, cluster).base]
-        while pending:
-            path = pending.pop()
-            try:
-                data, stat = self._call("get", path)
-                children = self._call("get_children", path)
-            except NoNodeError:
-                continue  # gone meanwhile (an ephemeral node, a trimmed entry)
-            found.append(Znode(path, data, stat.version, stat.ephemeralOwner, stat.mtime))
-            pending.extend(f"{path}/{child}" for child in sorted(children, reverse=True))
-        return found
-
-    @_edge
-    def history_names(self, cluster: str) -> list[str]:
-        """The names of the history entries, oldest first (sequence numbers sort as text)."""
-        return self._children(Paths(self.root, cluster).history)
-
-    @_edge
-    def delete_history(self, cluster: str, names: Sequence[str]) -> None:
-        history = Paths(self.root, cluster).history
-        for name in names:
-            with contextlib.suppress(NoNodeError):
-                self._call("delete", f"{history}/{name}")
-
-    @_edge
-    def reset(self, cluster: str, entry: MasterRecord, master_version: int) -> None:
-        """In ONE multi-op: delete the master read at `master_version` (-1: read as absent) and
-        add `entry` to the history, so the daemons republish above its epoch. ZooKeeper has no
-        "check absent": creating and deleting the master in the same multi-op fails if a
-        daemon published meanwhile. Anything changed since it was read: RegistryError."""
-        paths = Paths(self.root, cluster)
-        tx = self.client.transaction()
-        if master_version < 0:
-            tx.create(paths.master, b"")
-            master_version = 0
-        tx.delete(paths.master, master_version)
-        tx.create(f"{paths.history}/epoch-", entry.to_json(), sequence=True)
-        results = self._commit(tx)
-        if any(isinstance(r, Exception) for r in results):
-            raise RegistryError(
-                f"reset of {paths.base} not done: the master changed since it was read "
-                f"({results!r}); look again and retry"
-            )
-
-    # -- ACLs (agrajag secure-registry) ----------------------------------------------------
-
-    @_edge
-    def children(self, path: str) -> list[str]:
-        return self._children(path)
-
-    @_edge
-    def acl(self, path: str) -> tuple[frozenset[Grant], int] | None:
-        """The znode's ACL and its ACL version; None when there is no such znode."""
-        try:
-            acls, stat = self._call("get_acls", path)
-        except NoNodeError:
-            return None
-        return frozenset(Grant(a.id.scheme, a.id.id, a.perms) for a in acls), int(stat.aversion)
-
-    @_edge
-    def set_acl(self, path: str, grants: frozenset[Grant], version: int) -> None:
-        """Replace the znode's ACL if it is still at ACL `version` (else BadVersion)."""
-        self._call("set_acls", path, _kazoo_acl(grants), version)
-
-
-def _kazoo_acl(grants: frozenset[Grant]) -> list[ACL]:
-    return [ACL(g.perms, Id(g.scheme, g.id)) for g in sorted(grants)]
-
-
-def _check_tls(hosts: list[tuple[str, int]], tls: TlsSettings, timeout: float) -> None:
-    """Shake hands with every address of every server as kazoo will; a server we cannot trust
-    (or that does not speak TLS) is an error now. One that does not answer is left to kazoo's
-    retries: an outage may pass, a wrong certificate will not."""
-    for host, port in hosts:
-        try:
-            addresses = {
-                info[4][0] for info in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-            }
-        except OSError:
-            continue
-        for address in sorted(addresses):
-            try:
-                conn = create_tcp_connection(
-                    socket,
-                    (address, port),
-                    hostname=host,
-                    timeout=timeout,
-                    use_ssl=True,
-                    ca=tls.ca,
-                    certfile=tls.cert,
-                    keyfile=tls.key,
-                    verify_certs=True,
-                    check_hostname=True,
-                )
-            except ssl.SSLError as exc:
-                why = _handshake_refusal(exc, tls)
-                raise AccessDenied(f"TLS to ZooKeeper {host}:{port} refused: {why}") from None
-            except OSError:
-                continue
-            conn.close()
-
-
-def _handshake_refusal(exc: ssl.SSLError, tls: TlsSettings) -> str:
-    """Why a TLS handshake failed, in the operator's terms."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message} (zookeeper.tls.ca {tls.ca})"
-    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return "the server ended the handshake (a plaintext port, or it refused our certificate)"
-    return str(exc.reason or exc)

@@ -11,14 +11,14 @@ import logging
 from dataclasses import replace
 
 from agrajag.config import Role, ZooKeeperSettings, load_yaml
-from agrajag.registry.client import Registry
 from agrajag.registry.errors import Unavailable
+from agrajag.registry.maintenance import Maintenance
 from agrajag.registry.values import Session
 
 START_TIMEOUT_S = 5.0
 
 
-def open_registry(args: argparse.Namespace, role: Role = Role.READER) -> Registry:
+def open_registry(args: argparse.Namespace, role: Role = Role.READER) -> Maintenance:
     """A connected Registry; Unavailable when ZooKeeper does not answer within 5 s. With
     `--config`, the process's own identity, ACLs and TLS settings are used."""
     if args.config:
@@ -29,7 +29,7 @@ def open_registry(args: argparse.Namespace, role: Role = Role.READER) -> Registr
     zk = replace(zk, root=args.root or zk.root)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("kazoo").setLevel(logging.WARNING)  # no "Connecting to ..." noise
-    registry = Registry.connect(zk, role, start_timeout=START_TIMEOUT_S)
+    registry = Maintenance.connect(zk, role, start_timeout=START_TIMEOUT_S)
     if registry.session is not Session.CONNECTED:
         registry.close()
         raise Unavailable(f"cannot reach ZooKeeper at {zk.hosts}")

@@ -1,9 +1,9 @@
 """The architecture drawn in the README is the one the imports have.
 
 Every module of the package sits in one layer; a module imports only from its own layer or
-the layers below. Only `registry.client` imports kazoo; only the modules that talk to
-PostgreSQL or PgBouncer import psycopg; the daemon and the watcher do not import each other.
-The layer table is the README's "Architecture" block, so the picture cannot drift.
+the layers below. Only the registry's client and its helpers import kazoo; only the modules
+that talk to PostgreSQL or PgBouncer import psycopg; the daemon and the watcher do not import
+each other. The layer table is the README's "Architecture" block, so the picture cannot drift.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ README = PACKAGE.parent / "README.md"
 
 #: Who may import these libraries (and nothing else may, directly).
 ONLY = {
-    "kazoo": {"registry.client"},
+    "kazoo": {
+        "registry.client",
+        "registry.boundary",
+        "registry.connection",
+        "registry.maintenance",
+    },
     "psycopg": {"daemon.probe", "daemon.repmgr", "sinks.pgbouncer_admin"},
 }
 

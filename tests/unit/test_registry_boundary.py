@@ -1,4 +1,5 @@
-"""The registry's error boundary: whatever kazoo raises, a public method of `Registry` raises
+"""The registry's error boundary: whatever kazoo raises, a public method of `Registry` (and of
+`Maintenance`, the operators' registry) raises
 an agrajag `RegistryError` (or answers), never a kazoo exception that would end the process.
 
 Every public method is called on a plain fake client whose every request fails with one
@@ -20,6 +21,7 @@ from kazoo.retry import KazooRetry
 from agrajag.record import MasterRecord, NodeRecord, WatcherAck
 from agrajag.registry.client import Registry
 from agrajag.registry.errors import AccessDenied, RegistryError, Unavailable
+from agrajag.registry.maintenance import Maintenance
 
 RECORD = MasterRecord("main", 7, 2, "node2", "10.0.0.2", 5432, 2, "node3", "t", {})
 
@@ -104,7 +106,7 @@ class FailingClient:
     def close(self) -> None: ...
 
 
-CALLS: dict[str, Callable[[Registry], object]] = {
+CALLS: dict[str, Callable[[Maintenance], object]] = {
     "close": lambda r: r.close(),
     "ensure_layout": lambda r: r.ensure_layout("main"),
     "register_node": lambda r: r.register_node("main", NodeRecord("node1", None, 1, "0", "t")),
@@ -134,15 +136,16 @@ CALLS: dict[str, Callable[[Registry], object]] = {
 def test_every_public_method_is_covered() -> None:
     public = {
         name
-        for name in vars(Registry)
-        if not name.startswith("_") and callable(getattr(Registry, name))
+        for cls in (Registry, Maintenance)
+        for name in vars(cls)
+        if not name.startswith("_") and callable(getattr(cls, name))
     }
     assert public - {"connect", "on_session"} == set(CALLS)
 
 
 def call(name: str, exc: BaseException) -> object:
     retry = KazooRetry(max_tries=1, delay=0, max_jitter=0, sleep_func=lambda _s: None)
-    return CALLS[name](Registry(FailingClient(exc), call_timeout=0.1, retry=retry))
+    return CALLS[name](Maintenance(FailingClient(exc), call_timeout=0.1, retry=retry))
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))

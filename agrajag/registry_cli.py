@@ -23,12 +23,12 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from agrajag.config import Role
 from agrajag.errors import AgrajagError
 from agrajag.record import MasterRecord, utc_now
 from agrajag.registry.maintenance import Maintenance
 from agrajag.registry.operator import open_registry
 from agrajag.registry.values import Znode
+from agrajag.zookeeper_settings import Role
 
 NOT_CONFIRMED = 1
 

@@ -7,12 +7,13 @@ znode whose ACL it replaced; run again, it changes nothing.
 
 from __future__ import annotations
 
-from agrajag.config import DigestAuth, Role, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import Section, load_yaml
 from agrajag.errors import ConfigError
 from agrajag.registry.acl import Policy, secure_tree
 from agrajag.registry.errors import Unavailable
 from agrajag.registry.maintenance import Maintenance
 from agrajag.registry.values import Session
+from agrajag.zookeeper_settings import DigestAuth, Role, ZooKeeperSettings
 
 
 def run_secure_registry(config_path: str, *, dry_run: bool = False) -> int:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agrajag.config import Role
 from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound
 from agrajag.daemon.repmgr import parse_cluster_show
 from agrajag.daemon.view import ClusterView
 from agrajag.record import MasterRecord, NodeRecord
+from agrajag.zookeeper_settings import Role
 from tools.harness.identities import secure_example, write_secret
 from tools.harness.shipped import example
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from agrajag.config import Role
 from agrajag.sinks.haproxy import HAProxySink, Settings
+from agrajag.zookeeper_settings import Role
 from tools.harness.agrajag import EVENT_COMMAND, Daemons, crash_node
 from tools.harness.clients import TABLE, Client
 from tools.harness.identities import kazoo_auth

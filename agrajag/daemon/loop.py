@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Protocol
 
-from agrajag.config import Role
 from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Unchanged, decide
 from agrajag.daemon.liveness import Liveness
 from agrajag.daemon.probe import check_round
@@ -33,6 +32,7 @@ from agrajag.record import MasterRecord, NodeRecord, utc_now
 from agrajag.registry.client import Registry
 from agrajag.registry.errors import AccessDenied, NodeNameTaken, RegistryError, Unavailable
 from agrajag.registry.values import Current, Session
+from agrajag.zookeeper_settings import Role
 
 log = logging.getLogger("agrajag.daemon")
 

@@ -5,16 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agrajag.config import (
-    MetricsSettings,
-    Problems,
-    Role,
-    Section,
-    ZooKeeperSettings,
-    load_yaml,
-    read_secret,
-)
+from agrajag.config import MetricsSettings, Problems, Section, load_yaml, read_secret
 from agrajag.daemon.probe_values import Credentials
+from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 
 KEYS = {
     "cluster",

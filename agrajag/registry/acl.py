@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import Protocol
 
-from agrajag.config import AclSettings, Role
+from agrajag.zookeeper_settings import AclSettings, Role
 
 
 class Perm(IntFlag):

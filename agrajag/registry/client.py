@@ -31,7 +31,6 @@ from kazoo.exceptions import (
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
-from agrajag.config import Role, ZooKeeperSettings
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, NodeRecord, RecordError, WatcherAck
 from agrajag.registry.acl import Policy
@@ -44,6 +43,7 @@ from agrajag.registry.errors import (
     Unavailable,
 )
 from agrajag.registry.values import Current, Paths, Session
+from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 
 log = logging.getLogger(__name__)
 

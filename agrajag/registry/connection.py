@@ -14,10 +14,10 @@ from kazoo.handlers.utils import create_tcp_connection
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, Id
 
-from agrajag.config import TlsSettings, ZooKeeperSettings
 from agrajag.errors import ConfigError
 from agrajag.registry.acl import Grant
 from agrajag.registry.errors import AccessDenied
+from agrajag.zookeeper_settings import TlsSettings, ZooKeeperSettings
 
 
 def new_client(zk: ZooKeeperSettings, creates: list[ACL]) -> KazooClient:

@@ -10,10 +10,11 @@ import argparse
 import logging
 from dataclasses import replace
 
-from agrajag.config import Role, ZooKeeperSettings, load_yaml
+from agrajag.config import load_yaml
 from agrajag.registry.errors import Unavailable
 from agrajag.registry.maintenance import Maintenance
 from agrajag.registry.values import Session
+from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 
 START_TIMEOUT_S = 5.0
 

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from agrajag import __version__
-from agrajag.config import Role
 from agrajag.errors import AgrajagError
 from agrajag.inbox import Event, Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics, serve
@@ -39,6 +38,7 @@ from agrajag.watch.rules import Refused, accept, routed
 from agrajag.watch.runner import SinkRunner
 from agrajag.watch.settings import WatchConfig
 from agrajag.watch.state import Applied, State, StateError, load_state, save_state
+from agrajag.zookeeper_settings import Role
 
 log = logging.getLogger("agrajag.watch")
 

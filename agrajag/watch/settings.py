@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from agrajag.config import MetricsSettings, Problems, Role, Section, ZooKeeperSettings, load_yaml
+from agrajag.config import MetricsSettings, Problems, Section, load_yaml
 from agrajag.sinks import Sink, build_sink
 from agrajag.watch.rules import Backoff, FailMode
+from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 
 KEYS = {
     "agent",

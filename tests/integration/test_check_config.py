@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agrajag.config import Role
+from agrajag.zookeeper_settings import Role
 from tests.factories import shipped_config
 from tools.harness.watch import example_sinks
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from agrajag.config import Role
+from agrajag.zookeeper_settings import Role
 from tools.harness.agrajag import Daemons
 from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster

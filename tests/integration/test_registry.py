@@ -9,12 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from agrajag.config import ZooKeeperSettings
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord, WatcherAck
 from agrajag.registry.client import Registry
 from agrajag.registry.errors import AgentNameTaken, NodeNameTaken, Unavailable
 from agrajag.registry.values import Session
+from agrajag.zookeeper_settings import ZooKeeperSettings
 from tests.factories import master_record, node_record
 from tools.harness.procs import wait_until
 from tools.harness.zookeeper import ZkEnsemble

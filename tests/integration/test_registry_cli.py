@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agrajag.config import ZooKeeperSettings
 from agrajag.record import WatcherAck
 from agrajag.registry.client import Registry
 from agrajag.registry.errors import RegistryError
+from agrajag.zookeeper_settings import ZooKeeperSettings
 from tests.factories import master_record, node_record
 from tools.harness.zookeeper import ZkEnsemble
 

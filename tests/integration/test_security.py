@@ -18,10 +18,10 @@ from kazoo.exceptions import NoAuthError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.security import OPEN_ACL_UNSAFE
 
-from agrajag.config import Role, TlsSettings, ZooKeeperSettings, digest_id
 from agrajag.record import WatcherAck
 from agrajag.registry.client import Registry
 from agrajag.registry.errors import AccessDenied
+from agrajag.zookeeper_settings import Role, TlsSettings, ZooKeeperSettings, digest_id
 from tests.factories import master_record, node_record
 from tools.harness.agrajag import Daemons
 from tools.harness.identities import (

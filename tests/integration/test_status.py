@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from agrajag.config import ZooKeeperSettings
 from agrajag.record import NodeRecord, WatcherAck, utc_now
 from agrajag.registry.client import Registry
+from agrajag.zookeeper_settings import ZooKeeperSettings
 from tests.factories import master_record
 from tools.harness.zookeeper import ZkEnsemble
 

@@ -12,11 +12,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agrajag.config import MetricsSettings, Role, Section, ZooKeeperSettings
+from agrajag.config import MetricsSettings, Section
 from agrajag.daemon.settings import DaemonSettings
 from agrajag.errors import ConfigError
 from agrajag.metrics import serve
 from agrajag.registry.client import Registry
+from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 from tests.factories import shipped_config
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.config import MetricsSettings, Section, ZooKeeperSettings
+from agrajag.config import MetricsSettings, Section
 from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
 from agrajag.errors import ConfigError
 from agrajag.sinks import SINK_TYPES, build_sink
 from agrajag.sinks.pgbouncer import AdminSettings
 from agrajag.watch.settings import WatchConfig
+from agrajag.zookeeper_settings import ZooKeeperSettings
 from tools.harness.shipped import CONF_D
 
 BOGUS = "not_a_key"

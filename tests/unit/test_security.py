@@ -11,21 +11,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from agrajag.config import (
-    AclSettings,
-    DigestAuth,
-    MetricsSettings,
-    MetricsTls,
-    Role,
-    Section,
-    ZooKeeperSettings,
-    digest_id,
-    read_secret,
-)
+from agrajag.config import MetricsSettings, MetricsTls, Section, read_secret
 from agrajag.daemon.settings import CheckSettings
 from agrajag.errors import ConfigError
 from agrajag.metrics import serve
 from agrajag.registry.acl import Grant, Perm, Policy, secure_tree
+from agrajag.zookeeper_settings import AclSettings, DigestAuth, Role, ZooKeeperSettings, digest_id
 from tools.harness.tls import make_pki
 
 SECRET = "planted-s3cret-value"

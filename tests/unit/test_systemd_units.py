@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agrajag.config import Role
 from agrajag.daemon.settings import DaemonSettings
+from agrajag.zookeeper_settings import Role
 from tests.factories import shipped_config
 from tools.harness.shipped import AGRAJAG, CONF_D
 

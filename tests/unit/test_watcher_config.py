@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from agrajag.config import Role
 from agrajag.errors import ConfigError
 from agrajag.watch.rules import Backoff, FailMode
 from agrajag.watch.settings import WatchConfig
+from agrajag.zookeeper_settings import Role
 from tests.factories import shipped_config
 from tools.harness.watch import example_sinks
 

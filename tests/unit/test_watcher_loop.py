@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agrajag.config import MetricsSettings, ZooKeeperSettings
+from agrajag.config import MetricsSettings
 from agrajag.inbox import Inbox, SessionChanged, Wake
 from agrajag.metrics import WatcherMetrics
 from agrajag.record import MasterRecord, WatcherAck
@@ -21,6 +21,7 @@ from agrajag.watch.loop import Watcher
 from agrajag.watch.rules import Backoff, FailMode
 from agrajag.watch.settings import WatchConfig
 from agrajag.watch.state import Applied, State, load_state, save_state
+from agrajag.zookeeper_settings import ZooKeeperSettings
 from tests.factories import master_record
 
 CONNECTED = SessionChanged(Session.CONNECTED)

@@ -29,7 +29,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
-from agrajag.config import MetricsSettings, Role, ZooKeeperSettings
+from agrajag.config import MetricsSettings
 from agrajag.inbox import Inbox, Wake
 from agrajag.metrics import WatcherMetrics
 from agrajag.record import MasterRecord, RecordError, WatcherAck
@@ -38,6 +38,7 @@ from agrajag.sinks import ApplyResult, Sink, build_sink
 from agrajag.watch.loop import Watcher
 from agrajag.watch.rules import Backoff, FailMode
 from agrajag.watch.settings import WatchConfig
+from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 from tools.harness import procs
 from tools.harness.shipped import CONF_D
 from tools.harness.watch import ROOT, master

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from kazoo.client import KazooClient
 
-from agrajag.config import Role
+from agrajag.zookeeper_settings import Role
 from tools.harness import procs
 from tools.harness.clients import TABLE
 from tools.harness.identities import kazoo_auth

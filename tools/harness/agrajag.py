@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import yaml
 
-from agrajag.config import Role
+from agrajag.zookeeper_settings import Role
 from tools.harness.identities import secure_example, write_secret
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgNode
 from tools.harness.procs import Proc, free_port, service_env, write_service_file

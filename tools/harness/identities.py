@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from agrajag.config import (
+from agrajag.zookeeper_settings import (
     AclSettings,
     DigestAuth,
     Role,

@@ -15,9 +15,9 @@ import yaml
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from agrajag.config import Role
 from agrajag.record import MasterRecord, WatcherAck
 from agrajag.registry.client import Registry
+from agrajag.zookeeper_settings import Role
 from tools.harness.identities import identity_settings, kazoo_auth, secure_example
 from tools.harness.procs import Proc, free_port
 from tools.harness.shipped import AGRAJAG, CONF_D, example

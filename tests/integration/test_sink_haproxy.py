@@ -16,7 +16,8 @@ import pytest
 
 from agrajag.record import MasterRecord
 from agrajag.sinks.base import SinkError
-from agrajag.sinks.haproxy import HAProxySink, Processes, Settings
+from agrajag.sinks.haproxy import HAProxySink, Settings
+from agrajag.sinks.haproxy_plan import Processes
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import wait_until
 from tools.harness.proxies import (

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agrajag.sinks.haproxy import HAProxySink, Processes
+from agrajag.sinks.haproxy import HAProxySink
+from agrajag.sinks.haproxy_plan import Processes
 from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS, render_raw
 from tools.harness.procs import wait_until
 from tools.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer

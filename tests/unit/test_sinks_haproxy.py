@@ -10,12 +10,11 @@ import pytest
 
 from agrajag.record import MasterRecord
 from agrajag.sinks.base import FileSettings, SinkError
-from agrajag.sinks.haproxy import (
+from agrajag.sinks.haproxy import HAProxySink, Settings
+from agrajag.sinks.haproxy_plan import (
     Address,
     ConfigShape,
-    HAProxySink,
     Processes,
-    Settings,
     plan_change,
     sessions_to,
     without_servers,

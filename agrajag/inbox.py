@@ -84,6 +84,12 @@ class Inbox:
             events.append(notified)
         return events
 
+    def notified_at(self) -> float | None:
+        """When the repmgr wake-up waiting to be taken was posted (time.monotonic()), without
+        taking it: a round still reading repmgr gives way to a newer event (see the daemon)."""
+        notified = self._notified
+        return notified.at if notified is not None else None
+
     def close(self) -> None:
         os.close(self._read)
         os.close(self._write)

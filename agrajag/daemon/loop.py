@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Protocol
 
@@ -92,7 +93,16 @@ CheckNodes = Callable[[Sequence[ProbeTarget], CheckSettings, str], ProbeRound]
 
 def read_view(repmgr: RepmgrSettings) -> ClusterView:
     """`repmgr cluster show`, parsed."""
-    return run_cluster_show(repmgr.bin, repmgr.config, timeout=repmgr.timeout_s).view
+    return run_cluster_show(
+        repmgr.bin,
+        repmgr.config,
+        timeout=repmgr.timeout_s,
+        connect_timeout=repmgr.connect_timeout_s,
+    ).view
+
+
+#: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
+NOTIFY_POLL_S = 0.02
 
 
 def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:
@@ -111,6 +121,12 @@ class Daemon:
 
     Its I/O comes in as `registry`, `read_view` and `check_nodes`, and its wake-ups through
     `inbox`, so that a round is unit-tested with plain fakes.
+
+    A dead host that drops packets holds every connection to it for its connect timeout, so
+    a round does not wait on it twice in a row or behind itself: the INSERT check of the
+    previous view's nodes runs while repmgr is read (used when the view names the same
+    nodes), and a round still reading repmgr gives way to an `agrajag notify` that came in
+    meanwhile (its view would predate the event; the read finishes in the background).
     """
 
     def __init__(
@@ -137,6 +153,8 @@ class Daemon:
         self._woken_at: float | None = None
         self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
+        self._targets: tuple[ProbeTarget, ...] = ()  # the last view's, checked while reading
+        self._given_up: Future[ClusterView] | None = None  # a read left for a newer wake-up
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
@@ -145,28 +163,68 @@ class Daemon:
 
     # -- one round -------------------------------------------------------------------------
 
-    def round(self, trigger: str = "poll") -> Decision:
-        """Read repmgr, check every node, read the registry, decide, publish; log one line."""
+    def round(self, trigger: str = "poll") -> Decision | None:
+        """Read repmgr, check every node, read the registry, decide, publish; log one line.
+        None: the round gave way to a newer `agrajag notify` before it decided anything."""
         cluster = self.settings.cluster
         self.metrics.polls.labels(cluster, trigger_label(trigger)).inc()
         self._laps = [("start", time.monotonic())]
-        with self.metrics.poll_duration.labels(cluster).time():
-            try:
-                view = self.read_view(self.settings.repmgr)
-            except RepmgrError as exc:
-                self._forget_check()
-                self._lap("repmgr")
-                self._read_registry(None)  # no view, but the registry metrics stay current
-                decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
-            else:
-                self._lap("repmgr")
-                me = view.by_name(self.settings.node)
-                self.liveness.saw_node_id(me.node_id if me else None)
-                decision = self._act(self._decide(self._situation(view)))
-                self._lap("publish")
+        pool = ThreadPoolExecutor(2, thread_name_prefix="agrajag-round")
+        try:
+            with self.metrics.poll_duration.labels(cluster).time():
+                checked = self._targets
+                early = pool.submit(self._check_nodes, checked) if checked else None
+                reading = pool.submit(self.read_view, self.settings.repmgr)
+                if self._gives_way(reading):
+                    log.debug(
+                        "cluster=%s round trigger=%s gave way to a newer notify", cluster, trigger
+                    )
+                    return None
+                decision = self._after_read(reading, early, checked)
+        finally:
+            pool.shutdown(wait=False)
         self._log(decision, trigger)
         self._log_laps(trigger)
         self._tell_liveness(decision)
+        return decision
+
+    def _gives_way(self, reading: Future[ClusterView]) -> bool:
+        """Whether an `agrajag notify` posted after this read started (repmgr raises its
+        event after updating its metadata, so this read may predate it) should run a new
+        round now. At most one read is left running: a flood of events waits for it."""
+        started = self._laps[0][1]
+        if self._given_up is not None and not self._given_up.done():
+            wait([reading])
+            return False
+        while not wait([reading], timeout=NOTIFY_POLL_S).done:
+            at = self.inbox.notified_at()
+            if at is not None and at > started:
+                self._given_up = reading
+                return True
+        return False
+
+    def _after_read(
+        self,
+        reading: Future[ClusterView],
+        early: Future[ProbeRound] | None,
+        checked: tuple[ProbeTarget, ...],
+    ) -> Decision:
+        try:
+            view = reading.result()
+        except RepmgrError as exc:
+            self._forget_check()
+            self._lap("repmgr")
+            self._read_registry(None)  # no view, but the registry metrics stay current
+            return Refuse(Reason.REPMGR_FAILED, str(exc))
+        self._lap("repmgr")
+        me = view.by_name(self.settings.node)
+        self.liveness.saw_node_id(me.node_id if me else None)
+        targets = self._targets_of(view)
+        self._targets = targets
+        # The check that ran beside the read counts only if it checked exactly these nodes.
+        probe = early.result() if early and checked == targets else self._check_nodes(targets)
+        decision = self._act(self._decide(self._situation(view, probe)))
+        self._lap("publish")
         return decision
 
     def _tell_liveness(self, decision: Decision) -> None:
@@ -200,8 +258,8 @@ class Daemon:
             self.settings.cluster, trigger, waited, phases, (laps[-1][1] - laps[0][1]) * 1e3,
         )  # fmt: skip
 
-    def _situation(self, view: ClusterView) -> Situation:
-        probe = self._check(view)
+    def _situation(self, view: ClusterView, probe: ProbeRound) -> Situation:
+        self._export_check(view, probe)
         self._lap("check")
         current, guard = self._read_registry(view.primary)
         self._lap("registry")
@@ -230,21 +288,25 @@ class Daemon:
         self.highest_epoch = max(self.highest_epoch, floor)
         return decide(replace(situation, epoch_floor=self.highest_epoch))
 
-    def _check(self, view: ClusterView) -> ProbeRound:
-        check = self.settings.check
-        targets = [  # rule 2: every data node; a witness is writable by design
-            ProbeTarget(n.name, n.host, n.port, check.dbname or n.dbname or "postgres")
+    def _targets_of(self, view: ClusterView) -> tuple[ProbeTarget, ...]:
+        """Rule 2: every data node is checked; a witness is writable by design."""
+        dbname = self.settings.check.dbname
+        return tuple(
+            ProbeTarget(n.name, n.host, n.port, dbname or n.dbname or "postgres")
             for n in view.data_nodes
             if n.host and n.port
-        ]
-        probe = self.check_nodes(targets, check, self.settings.node)
+        )
+
+    def _check_nodes(self, targets: Sequence[ProbeTarget]) -> ProbeRound:
+        return self.check_nodes(targets, self.settings.check, self.settings.node)
+
+    def _export_check(self, view: ClusterView, probe: ProbeRound) -> None:
         cluster = self.settings.cluster
         for c in probe.checks:
             self.metrics.probe_results.labels(cluster, c.name, str(c.outcome)).inc()
             self.metrics.probe_latency.labels(cluster, c.name).observe(c.latency_s)
         self.metrics.split_brain.labels(cluster).set(1 if probe.split_brain else 0)
         self.metrics.repmgr_nodes.labels(cluster).set(len(view.nodes))
-        return probe
 
     def _forget_check(self) -> None:
         """No repmgr view, so no INSERT check this round: stop exporting the last one's

@@ -103,6 +103,11 @@ def read_view(repmgr: RepmgrSettings) -> ClusterView:
 
 #: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
 NOTIFY_POLL_S = 0.02
+#: Reads left running for newer events at most at once: repmgr raises several events in one
+#: failover (repmgrd_failover_promote, standby_promote, ...), each may start a round whose
+#: read waits on a dead host; more events wait for the current read, so a flood of datagrams
+#: never piles up repmgr processes (each is bounded by repmgr.timeout_s).
+MAX_LEFT_READS = 2
 
 
 def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:
@@ -154,7 +159,7 @@ class Daemon:
         self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
         self._targets: tuple[ProbeTarget, ...] = ()  # the last view's, checked while reading
-        self._given_up: Future[ClusterView] | None = None  # a read left for a newer wake-up
+        self._left: list[Future[ClusterView]] = []  # reads left running for newer wake-ups
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
@@ -191,15 +196,13 @@ class Daemon:
     def _gives_way(self, reading: Future[ClusterView]) -> bool:
         """Whether an `agrajag notify` posted after this read started (repmgr raises its
         event after updating its metadata, so this read may predate it) should run a new
-        round now. At most one read is left running: a flood of events waits for it."""
+        round now. At most MAX_LEFT_READS reads are left running at once."""
         started = self._laps[0][1]
-        if self._given_up is not None and not self._given_up.done():
-            wait([reading])
-            return False
         while not wait([reading], timeout=NOTIFY_POLL_S).done:
             at = self.inbox.notified_at()
-            if at is not None and at > started:
-                self._given_up = reading
+            self._left = [left for left in self._left if not left.done()]
+            if at is not None and at > started and len(self._left) < MAX_LEFT_READS:
+                self._left.append(reading)
                 return True
         return False
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agrajag.daemon.decision import Publish, Refuse, Unchanged
-from agrajag.daemon.loop import Daemon
+from agrajag.daemon.loop import MAX_LEFT_READS, Daemon
 from agrajag.daemon.probe_values import Outcome, ProbeRound, ProbeTarget
 from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
 from agrajag.daemon.view import ClusterView
@@ -149,3 +149,35 @@ HEALTHY_ROWS = (
     repmgr_row(2, "standby", "  running", 1, "node1"),
     repmgr_row(3, "standby", "  running", 1, "node1"),
 )
+
+
+def test_reads_left_running_are_bounded(settings: DaemonSettings) -> None:
+    """A flood of events does not pile up repmgr processes: with MAX_LEFT_READS reads left
+    behind and still running, a newer notify waits for the current read."""
+    inbox = Inbox()
+    views = [HEALTHY] * (MAX_LEFT_READS + 1)
+    io = Io(*views, checked=probe(node1=W, node2=RO, node3=RO))
+    held = threading.Event()
+    current_done = threading.Event()
+
+    def notify_and_hold(hold: threading.Event) -> Callable[[], None]:
+        def read() -> None:
+            inbox.post(Notified("standby_promote", time.monotonic()))
+            assert hold.wait(BOUND_S)
+
+        return read
+
+    d = daemon(settings, io, inbox)
+    io.before_read = notify_and_hold(held)
+    try:
+        for _ in range(MAX_LEFT_READS):
+            assert d.round() is None
+            d.woken(inbox.wait(0))
+        io.before_read = notify_and_hold(current_done)
+        timer = threading.Timer(0.2, current_done.set)  # the current read ends on its own
+        timer.start()
+        assert isinstance(d.round(), Publish)  # the left reads still run: this one is kept
+        timer.join()
+    finally:
+        held.set()
+        current_done.set()

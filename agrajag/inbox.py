@@ -53,12 +53,16 @@ class Inbox:
         self._events: deque[Event] = deque()
         self._notified: Notified | None = None  # the first of the waiting ones: its wait counts
         self._notified_lock = threading.Lock()
+        #: When the latest repmgr wake-up was posted (time.monotonic()), taken or coalesced:
+        #: the daemon starts a new repmgr read when one came after its current read began.
+        self.last_notified_at: float | None = None
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
 
     def post(self, event: Event) -> None:
         if isinstance(event, Notified):
+            self.last_notified_at = event.at
             with self._notified_lock:
                 if self._notified is not None:
                     return  # the round it will run reads repmgr after this wake-up anyway
@@ -83,12 +87,6 @@ class Inbox:
         if notified is not None:
             events.append(notified)
         return events
-
-    def notified_at(self) -> float | None:
-        """When the repmgr wake-up waiting to be taken was posted (time.monotonic()), without
-        taking it: a round still reading repmgr gives way to a newer event (see the daemon)."""
-        notified = self._notified
-        return notified.at if notified is not None else None
 
     def close(self) -> None:
         os.close(self._read)

@@ -103,11 +103,10 @@ def read_view(repmgr: RepmgrSettings) -> ClusterView:
 
 #: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
 NOTIFY_POLL_S = 0.02
-#: Reads left running for newer events at most at once: repmgr raises several events in one
-#: failover (repmgrd_failover_promote, standby_promote, ...), each may start a round whose
-#: read waits on a dead host; more events wait for the current read, so a flood of datagrams
-#: never piles up repmgr processes (each is bounded by repmgr.timeout_s).
-MAX_LEFT_READS = 2
+#: `repmgr cluster show` running at once at most: the round's own and the next round's,
+#: started early by a newer event. A flood of datagrams never piles up repmgr processes
+#: (each is bounded by repmgr.timeout_s).
+MAX_READS = 2
 
 
 def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:
@@ -130,8 +129,10 @@ class Daemon:
     A dead host that drops packets holds every connection to it for its connect timeout, so
     a round does not wait on it twice in a row or behind itself: the INSERT check of the
     previous view's nodes runs while repmgr is read (used when the view names the same
-    nodes), and a round still reading repmgr gives way to an `agrajag notify` that came in
-    meanwhile (its view would predate the event; the read finishes in the background).
+    nodes), and an `agrajag notify` that comes in while a round reads repmgr starts the next
+    round's read at once: the current round still decides on its view, the next one on a
+    view read after the event. repmgr raises several events per failover, so the publish
+    follows the event by one read, not by a round plus a read.
     """
 
     def __init__(
@@ -159,7 +160,8 @@ class Daemon:
         self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
         self._targets: tuple[ProbeTarget, ...] = ()  # the last view's, checked while reading
-        self._left: list[Future[ClusterView]] = []  # reads left running for newer wake-ups
+        self._reads: list[Future[ClusterView]] = []  # running `repmgr cluster show`
+        self._next_read: tuple[float, Future[ClusterView]] | None = None  # (started, read)
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
@@ -168,23 +170,18 @@ class Daemon:
 
     # -- one round -------------------------------------------------------------------------
 
-    def round(self, trigger: str = "poll") -> Decision | None:
-        """Read repmgr, check every node, read the registry, decide, publish; log one line.
-        None: the round gave way to a newer `agrajag notify` before it decided anything."""
+    def round(self, trigger: str = "poll") -> Decision:
+        """Read repmgr, check every node, read the registry, decide, publish; log one line."""
         cluster = self.settings.cluster
         self.metrics.polls.labels(cluster, trigger_label(trigger)).inc()
         self._laps = [("start", time.monotonic())]
-        pool = ThreadPoolExecutor(2, thread_name_prefix="agrajag-round")
+        pool = ThreadPoolExecutor(1 + MAX_READS, thread_name_prefix="agrajag-round")
         try:
             with self.metrics.poll_duration.labels(cluster).time():
                 checked = self._targets
                 early = pool.submit(self._check_nodes, checked) if checked else None
-                reading = pool.submit(self.read_view, self.settings.repmgr)
-                if self._gives_way(reading):
-                    log.debug(
-                        "cluster=%s round trigger=%s gave way to a newer notify", cluster, trigger
-                    )
-                    return None
+                started, reading = self._read_started_early() or self._read(pool)
+                self._await_read(started, reading, pool)
                 decision = self._after_read(reading, early, checked)
         finally:
             pool.shutdown(wait=False)
@@ -193,18 +190,35 @@ class Daemon:
         self._tell_liveness(decision)
         return decision
 
-    def _gives_way(self, reading: Future[ClusterView]) -> bool:
-        """Whether an `agrajag notify` posted after this read started (repmgr raises its
-        event after updating its metadata, so this read may predate it) should run a new
-        round now. At most MAX_LEFT_READS reads are left running at once."""
-        started = self._laps[0][1]
+    def _read(self, pool: ThreadPoolExecutor) -> tuple[float, Future[ClusterView]]:
+        started = time.monotonic()  # the read begins after this: it sees all posted before
+        reading = pool.submit(self.read_view, self.settings.repmgr)
+        self._reads.append(reading)
+        return started, reading
+
+    def _read_started_early(self) -> tuple[float, Future[ClusterView]] | None:
+        """The read a newer event started during the last round, unless yet another event
+        came after it began (it may predate that one: read again)."""
+        early, self._next_read = self._next_read, None
+        latest = self.inbox.last_notified_at
+        if early is None or (latest is not None and latest > early[0]):
+            return None
+        return early
+
+    def _await_read(
+        self, started: float, reading: Future[ClusterView], pool: ThreadPoolExecutor
+    ) -> None:
+        """Wait for this round's read; an `agrajag notify` posted after it began (repmgr
+        raises its event after updating its metadata, so this read may predate it) starts
+        the next round's read at once, at most MAX_READS at a time."""
         while not wait([reading], timeout=NOTIFY_POLL_S).done:
-            at = self.inbox.notified_at()
-            self._left = [left for left in self._left if not left.done()]
-            if at is not None and at > started and len(self._left) < MAX_LEFT_READS:
-                self._left.append(reading)
-                return True
-        return False
+            latest = self.inbox.last_notified_at
+            newest = self._next_read[0] if self._next_read else started
+            if latest is None or latest <= newest:
+                continue
+            self._reads = [r for r in self._reads if not r.done()]
+            if len(self._reads) < MAX_READS:
+                self._next_read = self._read(pool)
 
     def _after_read(
         self,

@@ -1,6 +1,7 @@
 """A round when repmgr is slow (a dead host that drops packets holds each connection to it
 for its connect timeout): the INSERT check runs beside the read, and a round still reading
-gives way to a newer `agrajag notify`. Fakes block on events, bounded, never sleep."""
+starts the next round's read when a newer `agrajag notify` comes in. Fakes block on events,
+bounded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agrajag.daemon.decision import Publish, Refuse, Unchanged
-from agrajag.daemon.loop import MAX_LEFT_READS, Daemon
+from agrajag.daemon.loop import MAX_READS, Daemon
 from agrajag.daemon.probe_values import Outcome, ProbeRound, ProbeTarget
 from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
 from agrajag.daemon.view import ClusterView
@@ -47,10 +48,14 @@ class Io:
         self.checked = checked
         self.checks: list[tuple[str, ...]] = []
         self.check_started = threading.Event()
-        self.before_read: Callable[[], None] = lambda: None
+        self.read_started = threading.Event()
+        self.reads = 0
+        self.before_read: Callable[[], object] = lambda: None
 
     def read_view(self, _repmgr: RepmgrSettings) -> ClusterView:
         view = self.views.pop(0)  # taken in call order, whenever the call returns
+        self.reads += 1
+        self.read_started.set()
         self.before_read()
         return view
 
@@ -116,32 +121,69 @@ def test_after_a_failover_a_silent_old_primary_does_not_block_the_publish(
     assert isinstance(decision, Publish) and decision.record.node == "node2"
 
 
-def test_a_round_reading_repmgr_gives_way_to_a_newer_notify(settings: DaemonSettings) -> None:
+def test_a_notify_during_a_read_starts_the_next_rounds_read_at_once(
+    settings: DaemonSettings,
+) -> None:
+    """repmgr raises standby_promote after updating its metadata: a read already running
+    may predate it, so the next round's read starts then, not when this round ends."""
     inbox = Inbox()
     io = Io(HEALTHY, FAILED_OVER, checked=probe(node1=SILENT, node2=W, node3=RO))
-    release = threading.Event()
 
-    def promoted_meanwhile() -> None:  # repmgr raises standby_promote while this read runs
-        inbox.post(Notified("repmgrd_failover_promote", time.monotonic()))
-        assert release.wait(BOUND_S)
+    def promoted_meanwhile() -> None:
+        io.before_read = lambda: None
+        io.read_started.clear()
+        inbox.post(Notified("standby_promote", time.monotonic()))
+        assert io.read_started.wait(BOUND_S), "no read started for the newer event"
 
     io.before_read = promoted_meanwhile
     d = daemon(settings, io, inbox)
-    try:
-        assert d.round("poll") is None  # nothing decided on a view older than the event
-    finally:
-        release.set()
-    io.before_read = lambda: None
-    assert d.woken(inbox.wait(0)) == "notify_repmgrd_failover_promote"
-    decision = d.round("notify_repmgrd_failover_promote")
+    assert isinstance(d.round("poll"), Refuse)  # decided on its own (older) view
+    assert io.reads == 2  # the next round's read began during this one
+    assert d.woken(inbox.wait(0)) == "notify_standby_promote"
+    decision = d.round("notify_standby_promote")
     assert isinstance(decision, Publish) and decision.record.node == "node2"
+    assert io.reads == 2  # the second round used the read the event started
 
 
-def test_a_notify_older_than_the_read_does_not_stop_it(settings: DaemonSettings) -> None:
+def test_a_read_started_before_a_later_notify_is_read_again(settings: DaemonSettings) -> None:
     inbox = Inbox()
-    inbox.post(Notified("standby_promote", time.monotonic()))
-    io = Io(HEALTHY, checked=probe(node1=W, node2=RO, node3=RO))
-    assert isinstance(daemon(settings, io, inbox).round(), Publish)
+    io = Io(HEALTHY, HEALTHY, FAILED_OVER, checked=probe(node1=SILENT, node2=W, node3=RO))
+
+    def promoted_meanwhile() -> None:
+        io.before_read = lambda: None
+        io.read_started.clear()
+        inbox.post(Notified("repmgrd_failover_promote", time.monotonic()))
+        assert io.read_started.wait(BOUND_S)
+
+    io.before_read = promoted_meanwhile
+    d = daemon(settings, io, inbox)
+    d.round()
+    assert io.reads == 2
+    inbox.post(Notified("standby_promote", time.monotonic() + 1e-6))  # after that read began
+    d.woken(inbox.wait(0))
+    decision = d.round("notify_standby_promote")
+    assert isinstance(decision, Publish) and decision.record.node == "node2"
+    assert io.reads == 3
+
+
+def test_at_most_two_reads_run_at_once(settings: DaemonSettings) -> None:
+    """A flood of events does not pile up repmgr processes: the round's read and one read
+    for the next round, whatever else comes in meanwhile."""
+    inbox = Inbox()
+    io = Io(*[HEALTHY] * (MAX_READS + 1), checked=probe(node1=W, node2=RO, node3=RO))
+    release = threading.Event()
+
+    def flood() -> None:
+        io.before_read = lambda: release.wait(BOUND_S) and None
+        for _ in range(3):
+            inbox.post(Notified("standby_promote", time.monotonic()))
+            io.read_started.clear()
+            assert not io.read_started.wait(0.2) or io.reads <= MAX_READS
+        release.set()
+
+    io.before_read = flood
+    daemon(settings, io, inbox).round()
+    assert io.reads == MAX_READS
 
 
 HEALTHY_ROWS = (
@@ -149,35 +191,3 @@ HEALTHY_ROWS = (
     repmgr_row(2, "standby", "  running", 1, "node1"),
     repmgr_row(3, "standby", "  running", 1, "node1"),
 )
-
-
-def test_reads_left_running_are_bounded(settings: DaemonSettings) -> None:
-    """A flood of events does not pile up repmgr processes: with MAX_LEFT_READS reads left
-    behind and still running, a newer notify waits for the current read."""
-    inbox = Inbox()
-    views = [HEALTHY] * (MAX_LEFT_READS + 1)
-    io = Io(*views, checked=probe(node1=W, node2=RO, node3=RO))
-    held = threading.Event()
-    current_done = threading.Event()
-
-    def notify_and_hold(hold: threading.Event) -> Callable[[], None]:
-        def read() -> None:
-            inbox.post(Notified("standby_promote", time.monotonic()))
-            assert hold.wait(BOUND_S)
-
-        return read
-
-    d = daemon(settings, io, inbox)
-    io.before_read = notify_and_hold(held)
-    try:
-        for _ in range(MAX_LEFT_READS):
-            assert d.round() is None
-            d.woken(inbox.wait(0))
-        io.before_read = notify_and_hold(current_done)
-        timer = threading.Timer(0.2, current_done.set)  # the current read ends on its own
-        timer.start()
-        assert isinstance(d.round(), Publish)  # the left reads still run: this one is kept
-        timer.join()
-    finally:
-        held.set()
-        current_done.set()

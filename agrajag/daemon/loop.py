@@ -155,7 +155,9 @@ class Daemon:
         self.read_view = read_view
         self.check_nodes = check_nodes
         self.clock = clock
-        self.reread = False  # a publish lost its compare-and-set: run the next round at once
+        #: Run the next round at once: a publish lost its compare-and-set, or this round's
+        #: repmgr read began before the latest `agrajag notify`.
+        self.reread = False
         self._woken_at: float | None = None
         self._laps: list[tuple[str, float]] = []
         self._layout_ready = False
@@ -197,12 +199,13 @@ class Daemon:
         return started, reading
 
     def _read_started_early(self) -> tuple[float, Future[ClusterView]] | None:
-        """The read a newer event started during the last round, unless yet another event
-        came after it began (it may predate that one: read again)."""
+        """The read a newer event started during the last round. If yet another event came
+        after it began (repmgr raises them in bursts), this round still decides on it, and
+        the next round runs at once on a fresh read."""
         early, self._next_read = self._next_read, None
         latest = self.inbox.last_notified_at
-        if early is None or (latest is not None and latest > early[0]):
-            return None
+        if early is not None and latest is not None and latest > early[0]:
+            self.reread = True
         return early
 
     def _await_read(

@@ -103,10 +103,13 @@ def read_view(repmgr: RepmgrSettings) -> ClusterView:
 
 #: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
 NOTIFY_POLL_S = 0.02
-#: `repmgr cluster show` running at once at most: the round's own and the next round's,
-#: started early by a newer event. A flood of datagrams never piles up repmgr processes
-#: (each is bounded by repmgr.timeout_s).
-MAX_READS = 2
+#: `repmgr cluster show` running at once at most: the round's own and reads started early
+#: for the next round by newer events. With a dead primary one read takes 8 s (four connect
+#: timeouts), so an event (standby_promote) can come while the round's read and the read a
+#: first event (repmgrd_upstream_disconnect) started both still wait; with two it waited for
+#: them (0.75 s measured). A flood of datagrams never piles up more repmgr processes (each
+#: is bounded by repmgr.timeout_s).
+MAX_READS = 3
 
 
 def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:

@@ -53,12 +53,16 @@ class Inbox:
         self._events: deque[Event] = deque()
         self._notified: Notified | None = None  # the first of the waiting ones: its wait counts
         self._notified_lock = threading.Lock()
+        #: When the latest repmgr wake-up was posted (time.monotonic()), taken or coalesced:
+        #: the daemon starts a new repmgr read when one came after its current read began.
+        self.last_notified_at: float | None = None
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
 
     def post(self, event: Event) -> None:
         if isinstance(event, Notified):
+            self.last_notified_at = event.at
             with self._notified_lock:
                 if self._notified is not None:
                     return  # the round it will run reads repmgr after this wake-up anyway

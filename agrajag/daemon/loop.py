@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Protocol
 
@@ -89,13 +89,27 @@ class DaemonRegistry(Protocol):
 ReadView = Callable[[RepmgrSettings], ClusterView]
 #: One INSERT-check round over the targets, by the named checker; tests pass a function.
 CheckNodes = Callable[[Sequence[ProbeTarget], CheckSettings, str], ProbeRound]
-#: A check started before repmgr was read: the nodes it checks, and its round to come.
-EarlyCheck = tuple[list[ProbeTarget], Future[ProbeRound]]
 
 
 def read_view(repmgr: RepmgrSettings) -> ClusterView:
     """`repmgr cluster show`, parsed."""
-    return run_cluster_show(repmgr.bin, repmgr.config, timeout=repmgr.timeout_s).view
+    return run_cluster_show(
+        repmgr.bin,
+        repmgr.config,
+        timeout=repmgr.timeout_s,
+        connect_timeout=repmgr.connect_timeout_s,
+    ).view
+
+
+#: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
+NOTIFY_POLL_S = 0.02
+#: `repmgr cluster show` running at once at most: the round's own and reads started early
+#: for the next round by newer events. With a dead primary one read takes 8 s (four connect
+#: timeouts), so an event (standby_promote) can come while the round's read and the read a
+#: first event (repmgrd_upstream_disconnect) started both still wait; with two it waited for
+#: them (0.75 s measured). A flood of datagrams never piles up more repmgr processes (each
+#: is bounded by repmgr.timeout_s).
+MAX_READS = 3
 
 
 def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:
@@ -114,6 +128,14 @@ class Daemon:
 
     Its I/O comes in as `registry`, `read_view` and `check_nodes`, and its wake-ups through
     `inbox`, so that a round is unit-tested with plain fakes.
+
+    A dead host that drops packets holds every connection to it for its connect timeout, so
+    a round does not wait on it twice in a row or behind itself: the INSERT check of the
+    previous view's nodes runs while repmgr is read (used when the view names the same
+    nodes), and an `agrajag notify` that comes in while a round reads repmgr starts the next
+    round's read at once: the current round still decides on its view, the next one on a
+    view read after the event. repmgr raises several events per failover, so the publish
+    follows the event by one read, not by a round plus a read.
     """
 
     def __init__(
@@ -136,12 +158,15 @@ class Daemon:
         self.read_view = read_view
         self.check_nodes = check_nodes
         self.clock = clock
-        self.reread = False  # a publish lost its compare-and-set: run the next round at once
+        #: Run the next round at once: a publish lost its compare-and-set, or this round's
+        #: repmgr read began before the latest `agrajag notify`.
+        self.reread = False
         self._woken_at: float | None = None
         self._laps: list[tuple[str, float]] = []
-        self._targets: list[ProbeTarget] = []  # the last view's nodes, as checked
-        self._early_checks = ThreadPoolExecutor(1, thread_name_prefix="agrajag-early-check")
         self._layout_ready = False
+        self._targets: tuple[ProbeTarget, ...] = ()  # the last view's, checked while reading
+        self._reads: list[Future[ClusterView]] = []  # running `repmgr cluster show`
+        self._next_read: tuple[float, Future[ClusterView]] | None = None  # (started, read)
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
@@ -155,24 +180,74 @@ class Daemon:
         cluster = self.settings.cluster
         self.metrics.polls.labels(cluster, trigger_label(trigger)).inc()
         self._laps = [("start", time.monotonic())]
-        with self.metrics.poll_duration.labels(cluster).time():
-            early = self._check_early()
-            try:
-                view = self.read_view(self.settings.repmgr)
-            except RepmgrError as exc:
-                self._forget_check()
-                self._lap("repmgr")
-                self._read_registry(None)  # no view, but the registry metrics stay current
-                decision: Decision = Refuse(Reason.REPMGR_FAILED, str(exc))
-            else:
-                self._lap("repmgr")
-                me = view.by_name(self.settings.node)
-                self.liveness.saw_node_id(me.node_id if me else None)
-                decision = self._act(self._decide(self._situation(view, early)))
-                self._lap("publish")
+        pool = ThreadPoolExecutor(1 + MAX_READS, thread_name_prefix="agrajag-round")
+        try:
+            with self.metrics.poll_duration.labels(cluster).time():
+                checked = self._targets
+                early = pool.submit(self._check_nodes, checked) if checked else None
+                started, reading = self._read_started_early() or self._read(pool)
+                self._await_read(started, reading, pool)
+                decision = self._after_read(reading, early, checked)
+        finally:
+            pool.shutdown(wait=False)
         self._log(decision, trigger)
         self._log_laps(trigger)
         self._tell_liveness(decision)
+        return decision
+
+    def _read(self, pool: ThreadPoolExecutor) -> tuple[float, Future[ClusterView]]:
+        started = time.monotonic()  # the read begins after this: it sees all posted before
+        reading = pool.submit(self.read_view, self.settings.repmgr)
+        self._reads.append(reading)
+        return started, reading
+
+    def _read_started_early(self) -> tuple[float, Future[ClusterView]] | None:
+        """The read a newer event started during the last round. If yet another event came
+        after it began (repmgr raises them in bursts), this round still decides on it, and
+        the next round runs at once on a fresh read."""
+        early, self._next_read = self._next_read, None
+        latest = self.inbox.last_notified_at
+        if early is not None and latest is not None and latest > early[0]:
+            self.reread = True
+        return early
+
+    def _await_read(
+        self, started: float, reading: Future[ClusterView], pool: ThreadPoolExecutor
+    ) -> None:
+        """Wait for this round's read; an `agrajag notify` posted after it began (repmgr
+        raises its event after updating its metadata, so this read may predate it) starts
+        the next round's read at once, at most MAX_READS at a time."""
+        while not wait([reading], timeout=NOTIFY_POLL_S).done:
+            latest = self.inbox.last_notified_at
+            newest = self._next_read[0] if self._next_read else started
+            if latest is None or latest <= newest:
+                continue
+            self._reads = [r for r in self._reads if not r.done()]
+            if len(self._reads) < MAX_READS:
+                self._next_read = self._read(pool)
+
+    def _after_read(
+        self,
+        reading: Future[ClusterView],
+        early: Future[ProbeRound] | None,
+        checked: tuple[ProbeTarget, ...],
+    ) -> Decision:
+        try:
+            view = reading.result()
+        except RepmgrError as exc:
+            self._forget_check()
+            self._lap("repmgr")
+            self._read_registry(None)  # no view, but the registry metrics stay current
+            return Refuse(Reason.REPMGR_FAILED, str(exc))
+        self._lap("repmgr")
+        me = view.by_name(self.settings.node)
+        self.liveness.saw_node_id(me.node_id if me else None)
+        targets = self._targets_of(view)
+        self._targets = targets
+        # The check that ran beside the read counts only if it checked exactly these nodes.
+        probe = early.result() if early and checked == targets else self._check_nodes(targets)
+        decision = self._act(self._decide(self._situation(view, probe)))
+        self._lap("publish")
         return decision
 
     def _tell_liveness(self, decision: Decision) -> None:
@@ -206,8 +281,8 @@ class Daemon:
             self.settings.cluster, trigger, waited, phases, (laps[-1][1] - laps[0][1]) * 1e3,
         )  # fmt: skip
 
-    def _situation(self, view: ClusterView, early: EarlyCheck | None) -> Situation:
-        probe = self._check(view, early)
+    def _situation(self, view: ClusterView, probe: ProbeRound) -> Situation:
+        self._export_check(view, probe)
         self._lap("check")
         current, guard = self._read_registry(view.primary)
         self._lap("registry")
@@ -236,35 +311,25 @@ class Daemon:
         self.highest_epoch = max(self.highest_epoch, floor)
         return decide(replace(situation, epoch_floor=self.highest_epoch))
 
-    def _check_early(self) -> EarlyCheck | None:
-        """The INSERT check of the last view's nodes, started before repmgr is read, so that
-        a round takes the longer of the two instead of their sum (it is on a failover's
-        path). Used only when the view read has exactly these nodes; both are taken within
-        the round, and publishing still needs them to agree."""
-        if not self._targets:
-            return None
-        targets, check, me = self._targets, self.settings.check, self.settings.node
-        return targets, self._early_checks.submit(self.check_nodes, targets, check, me)
-
-    def _check(self, view: ClusterView, early: EarlyCheck | None) -> ProbeRound:
-        check = self.settings.check
-        targets = [  # rule 2: every data node; a witness is writable by design
-            ProbeTarget(n.name, n.host, n.port, check.dbname or n.dbname or "postgres")
+    def _targets_of(self, view: ClusterView) -> tuple[ProbeTarget, ...]:
+        """Rule 2: every data node is checked; a witness is writable by design."""
+        dbname = self.settings.check.dbname
+        return tuple(
+            ProbeTarget(n.name, n.host, n.port, dbname or n.dbname or "postgres")
             for n in view.data_nodes
             if n.host and n.port
-        ]
-        self._targets = targets
-        if early is not None and early[0] == targets:
-            probe = early[1].result()
-        else:
-            probe = self.check_nodes(targets, check, self.settings.node)
+        )
+
+    def _check_nodes(self, targets: Sequence[ProbeTarget]) -> ProbeRound:
+        return self.check_nodes(targets, self.settings.check, self.settings.node)
+
+    def _export_check(self, view: ClusterView, probe: ProbeRound) -> None:
         cluster = self.settings.cluster
         for c in probe.checks:
             self.metrics.probe_results.labels(cluster, c.name, str(c.outcome)).inc()
             self.metrics.probe_latency.labels(cluster, c.name).observe(c.latency_s)
         self.metrics.split_brain.labels(cluster).set(1 if probe.split_brain else 0)
         self.metrics.repmgr_nodes.labels(cluster).set(len(view.nodes))
-        return probe
 
     def _forget_check(self) -> None:
         """No repmgr view, so no INSERT check this round: stop exporting the last one's

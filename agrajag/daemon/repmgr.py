@@ -316,19 +316,23 @@ def run_cluster_show(
     config_file: str,
     *,
     timeout: float,
+    connect_timeout: int | None = None,
     extra_args: Sequence[str] = (),
 ) -> ClusterShow:
     """Run `repmgr -f config_file cluster show [extra_args]` with a deadline, and parse it.
 
     Exit 0 and 25 are accepted when stdout holds a table; anything else raises
     RepmgrError naming the command line and quoting repmgr's stderr. LC_ALL=C
-    because columns are found by their English header names.
+    because columns are found by their English header names. `connect_timeout` becomes
+    PGCONNECT_TIMEOUT: libpq's wait on each node whose conninfo has no `connect_timeout` of its
+    own (repmgr passes the conninfo as it is, so the conninfo's value wins).
     """
     argv = [repmgr_bin, "-f", config_file, "cluster", "show", *extra_args]
+    env = {**os.environ, "LC_ALL": "C"}
+    if connect_timeout is not None:
+        env["PGCONNECT_TIMEOUT"] = str(connect_timeout)
     try:
-        done = run(
-            argv, timeout=timeout, accept=ACCEPTED_EXIT_CODES, env={**os.environ, "LC_ALL": "C"}
-        )
+        done = run(argv, timeout=timeout, accept=ACCEPTED_EXIT_CODES, env=env)
     except CommandError as exc:
         raise RepmgrError(str(exc)) from None
     try:

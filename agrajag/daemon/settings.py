@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +27,18 @@ class RepmgrSettings:
     bin: str
     config: str
     timeout_s: float
+    #: PGCONNECT_TIMEOUT for repmgr: libpq's wait on each node whose conninfo sets no
+    #: connect_timeout (without either, a silent host holds repmgr for minutes of TCP retries).
+    connect_timeout_s: int = 2
 
     @classmethod
     def from_section(cls, s: Section) -> RepmgrSettings:
-        s.reject_unknown({"bin", "config", "timeout_s"})
+        s.reject_unknown({"bin", "config", "timeout_s", "connect_timeout_s"})
         return cls(
             bin=s.string("bin", "/usr/bin/repmgr"),
             config=s.string("config", "/etc/repmgr.conf"),
             timeout_s=s.number("timeout_s", 10.0, minimum=0.5, maximum=120),
+            connect_timeout_s=math.ceil(s.number("connect_timeout_s", 2, minimum=1, maximum=60)),
         )
 
 

@@ -124,3 +124,15 @@ def test_deadline(tmp_path: Path) -> None:
         run_cluster_show(repmgr, CONFIG, timeout=0.5)
     assert time.monotonic() - started < 5
     assert "connecting to database" in str(caught.value)
+
+
+def test_repmgr_gets_a_connect_timeout_for_conninfos_without_one(tmp_path: Path) -> None:
+    """A conninfo with no connect_timeout would leave repmgr on a silent host for minutes
+    of TCP retries: PGCONNECT_TIMEOUT is libpq's default for it."""
+    seen = tmp_path / "env"
+    repmgr = fake_repmgr(
+        tmp_path,
+        f"echo \"$PGCONNECT_TIMEOUT\" > '{seen}'\ncat '{FIXTURES / 'compact-5.3-handmade.txt'}'\n",
+    )
+    run_cluster_show(repmgr, CONFIG, timeout=10, connect_timeout=2)
+    assert seen.read_text().strip() == "2"

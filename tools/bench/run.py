@@ -30,6 +30,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--mode", "all", "--failovers", "20"],
         ["--mode", "notify-pgctl", "--failovers", "3"],
     ),
+    "silent_failover": (
+        "tools.bench.bench_silent_failover",
+        ["--failovers", "6"],
+        ["--failovers", "2"],
+    ),
 }
 
 

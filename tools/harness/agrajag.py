@@ -37,6 +37,7 @@ class DaemonProc:
         poll_interval_s: float = 1.0,
         session_timeout_s: float = 4.0,
         tls: dict[str, str] | None = None,
+        check_deadline_s: float = 1.0,
     ) -> None:
         self.node = node
         self.metrics_port = free_port()
@@ -50,7 +51,11 @@ class DaemonProc:
         secure_example(conf["zookeeper"], node.dir, Role.DAEMON, tls=tls, service=True)
         conf["repmgr"].update(bin=REPMGR, config=str(node.repmgr_conf))
         check_secret = write_secret(node.dir / "check.password", CHECK_PASSWORD, service=True)
-        conf["check"] = {"user": CHECK_USER, "password_file": str(check_secret), "deadline_s": 1.0}
+        conf["check"] = {
+            "user": CHECK_USER,
+            "password_file": str(check_secret),
+            "deadline_s": check_deadline_s,
+        }
         conf["wakeup_socket"] = str(node.dir / "agrajag.sock")
         conf["metrics"] = {"address": "127.0.0.1", "port": self.metrics_port}
         write_service_file(self.config, yaml.safe_dump(conf))

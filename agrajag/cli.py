@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(CONF_DIR)
             return 0
         if args.command == "daemon":
-            from agrajag.daemon.loop import run_daemon
+            from agrajag.daemon.process import run_daemon
 
             return run_daemon(args.config)
         if args.command == "watch":

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 from agrajag.config import MetricsSettings, MetricsTls
 from agrajag.errors import ConfigError
+from agrajag.registry.values import Session
 
 SESSION_STATES = ["connected", "suspended", "lost"]
 
@@ -183,3 +184,22 @@ def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:
         where = f"{settings.address}:{settings.port}"
         raise ConfigError(f"metrics: cannot listen on {where}: {exc.strerror or exc}") from None
     return int(server.server_port)
+
+
+def trigger_label(trigger: str) -> str:
+    """The metric label of a round's trigger: bounded, whatever the wake-up socket was sent.
+
+    The log line keeps the repmgr event; the label drops it (anyone who can write to the
+    socket could otherwise create a series per string).
+
+    >>> trigger_label("notify_repmgrd_failover_promote"), trigger_label("session_lost")
+    ('notify', 'session_lost')
+    """
+    if trigger.startswith("notify_"):
+        return "notify"
+    return trigger if trigger in _TRIGGERS else "other"
+
+
+_TRIGGERS = frozenset(
+    {"start", "poll", "reread", "sighup", *(f"session_{s.value}" for s in Session)}
+)

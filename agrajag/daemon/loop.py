@@ -9,96 +9,27 @@ from __future__ import annotations
 
 import itertools
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from typing import Protocol
 
 from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.io import CheckNodes, DaemonRegistry, ReadView, check_nodes, read_view, refusal
 from agrajag.daemon.liveness import Liveness
-from agrajag.daemon.probe import check_round
 from agrajag.daemon.probe_values import ProbeRound, ProbeTarget
-from agrajag.daemon.repmgr import RepmgrError, run_cluster_show
-from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
+from agrajag.daemon.repmgr import RepmgrError
+from agrajag.daemon.settings import DaemonSettings
 from agrajag.daemon.view import ClusterView, Node
-from agrajag.daemon.wakeup import WakeupListener
 from agrajag.errors import AgrajagError
 from agrajag.inbox import Event, Inbox, Notified, SessionChanged, Wake
-from agrajag.metrics import DaemonMetrics, serve
+from agrajag.metrics import DaemonMetrics, trigger_label
 from agrajag.reasons import Reason
-from agrajag.record import MasterRecord, NodeRecord, utc_now
-from agrajag.registry.client import Registry
-from agrajag.registry.errors import AccessDenied, NodeNameTaken, RegistryError, Unavailable
+from agrajag.record import MasterRecord, utc_now
+from agrajag.registry.errors import AccessDenied, RegistryError
 from agrajag.registry.values import Current, Session
-from agrajag.zookeeper_settings import Role
 
 log = logging.getLogger("agrajag.daemon")
-
-
-def trigger_label(trigger: str) -> str:
-    """The metric label of a round's trigger: bounded, whatever the wake-up socket was sent.
-
-    The log line keeps the repmgr event; the label drops it (anyone who can write to the
-    socket could otherwise create a series per string).
-
-    >>> trigger_label("notify_repmgrd_failover_promote"), trigger_label("session_lost")
-    ('notify', 'session_lost')
-    """
-    if trigger.startswith("notify_"):
-        return "notify"
-    return trigger if trigger in _TRIGGERS else "other"
-
-
-_TRIGGERS = frozenset(
-    {"start", "poll", "reread", "sighup", *(f"session_{s.value}" for s in Session)}
-)
-
-
-class DaemonRegistry(Protocol):
-    """The part of `Registry` the daemon uses (unit tests pass an in-memory one)."""
-
-    @property
-    def session(self) -> Session: ...
-
-    def on_session(self, listener: Callable[[Session], None]) -> None: ...
-
-    def ensure_layout(self, cluster: str) -> None: ...
-
-    def register_node(self, cluster: str, record: NodeRecord) -> bool: ...
-
-    def update_node(self, cluster: str, record: NodeRecord) -> None: ...
-
-    def unregister_node(self, cluster: str, node: str) -> None: ...
-
-    def read_master(self, cluster: str) -> Current: ...
-
-    def guard_version(self, cluster: str, node: str) -> int | None: ...
-
-    def epoch_floor(self, cluster: str) -> int: ...
-
-    def live_nodes(self, cluster: str) -> list[str]: ...
-
-    def publish(
-        self, record: MasterRecord, master_version: int, guard_version: int
-    ) -> Reason | None: ...
-
-
-#: repmgr's view of the cluster (raises RepmgrError); tests pass a function returning a view.
-ReadView = Callable[[RepmgrSettings], ClusterView]
-#: One INSERT-check round over the targets, by the named checker; tests pass a function.
-CheckNodes = Callable[[Sequence[ProbeTarget], CheckSettings, str], ProbeRound]
-
-
-def read_view(repmgr: RepmgrSettings) -> ClusterView:
-    """`repmgr cluster show`, parsed."""
-    return run_cluster_show(
-        repmgr.bin,
-        repmgr.config,
-        timeout=repmgr.timeout_s,
-        connect_timeout=repmgr.connect_timeout_s,
-    ).view
 
 
 #: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
@@ -110,17 +41,6 @@ NOTIFY_POLL_S = 0.02
 #: them (0.75 s measured). A flood of datagrams never piles up more repmgr processes (each
 #: is bounded by repmgr.timeout_s).
 MAX_READS = 3
-
-
-def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:
-    """The INSERT check on every target at once, within the configured deadline."""
-    return check_round(
-        targets,
-        check.credentials,
-        checker=me,
-        deadline_s=check.deadline_s,
-        connect_timeout_s=check.connect_timeout_s,
-    )
 
 
 class Daemon:
@@ -476,52 +396,3 @@ class Daemon:
             return
         self.settings = new
         log.info("cluster=%s configuration reloaded", new.cluster)
-
-
-def refusal(exc: RegistryError, prefix: str = "") -> Refuse:
-    """The refusal a registry error stands for: each kind of failure has its own reason, so
-    that a duplicate daemon name does not send operators to look at ZooKeeper."""
-    if isinstance(exc, NodeNameTaken):
-        reason = Reason.NODE_NAME_TAKEN
-    elif isinstance(exc, Unavailable):
-        reason = Reason.NOT_CONNECTED
-    else:
-        reason = Reason.REGISTRY_ERROR
-    return Refuse(reason, f"{prefix}{exc}")
-
-
-def run_daemon(config_path: str) -> int:
-    """The `agrajag daemon` process: wiring, signals, clean shutdown."""
-    settings = DaemonSettings.load(config_path)
-    metrics = DaemonMetrics()
-    port = serve(settings.metrics, metrics.registry)
-    inbox = Inbox()
-    # Before ZooKeeper: a wrong socket path is a configuration error, reported at once.
-    listener = WakeupListener(
-        settings.wakeup_socket,
-        lambda event: inbox.post(Notified(event, time.monotonic())),
-        on_result=lambda result: metrics.wakeups.labels(settings.cluster, result).inc(),
-        group=settings.wakeup_group,
-    )
-    zk = settings.zookeeper
-    registry = Registry.connect(zk, Role.DAEMON, start_timeout=zk.call_timeout_s)
-    daemon = Daemon(settings, registry, metrics, inbox, config_path=config_path)
-    signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _sig, _frame: inbox.post(Wake.STOP))
-    log.info(
-        "cluster=%s node=%s started (zookeeper=%s metrics_port=%s wakeup=%s)",
-        settings.cluster, settings.node, zk.hosts, port, settings.wakeup_socket,
-    )  # fmt: skip
-    try:
-        daemon.run()
-    finally:
-        listener.close()
-        try:
-            registry.unregister_node(settings.cluster, settings.node)
-        except RegistryError as exc:
-            log.warning("could not delete the liveness node: %s", exc)
-        registry.close()
-        inbox.close()
-        log.info("cluster=%s node=%s stopped", settings.cluster, settings.node)
-    return 0

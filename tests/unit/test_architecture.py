@@ -131,3 +131,14 @@ def test_light_modules_load_neither_kazoo_nor_psycopg(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "'kazoo'" not in loaded and "'psycopg'" not in loaded, loaded
+
+
+#: The largest module before the package was split into daemon/, watch/ and registry/.
+LARGEST_LINES = 414
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_no_module_outgrows_the_largest_before_the_split(module: str) -> None:
+    """Small files with names that explain them: a module past this size hides a part."""
+    lines = len(modules()[module].read_text().splitlines())
+    assert lines <= LARGEST_LINES, f"{module} has {lines} lines"

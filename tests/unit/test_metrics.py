@@ -8,8 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from agrajag.daemon.loop import trigger_label
-from agrajag.metrics import SESSION_STATES, DaemonMetrics, WatcherMetrics
+from agrajag.metrics import SESSION_STATES, DaemonMetrics, WatcherMetrics, trigger_label
 from agrajag.registry.values import Session
 from tests.promtool import check_metrics, daemon_sample, exposition, watcher_sample
 

@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 from kazoo.client import KazooClient
 
-from agrajag.config import Role
+from agrajag.zookeeper_settings import Role
 from tools.harness.agrajag import EVENT_COMMAND, Daemons
 from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from agrajag.record import WatcherAck
-from agrajag.registry.client import Registry
 from agrajag.registry.errors import RegistryError
+from agrajag.registry.maintenance import Maintenance
 from agrajag.zookeeper_settings import ZooKeeperSettings
 from tests.factories import master_record, node_record
 from tools.harness.zookeeper import ZkEnsemble
@@ -21,10 +21,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def registry(zk: ZkEnsemble) -> Iterator[Registry]:
+def registry(zk: ZkEnsemble) -> Iterator[Maintenance]:
     """Cluster `main` after five failovers between node1 and node2 (epochs 1-5, master node1
     on timeline 5), both daemons live, watcher app1 converged and app2 one epoch behind."""
-    r = Registry.connect(ZooKeeperSettings(zk.hosts), start_timeout=10)
+    r = Maintenance.connect(ZooKeeperSettings(zk.hosts), start_timeout=10)
     r.ensure_layout("main")
     for node in ("node1", "node2"):
         r.register_node("main", node_record(node))
@@ -50,7 +50,7 @@ def agrajag(zk: ZkEnsemble, *args: str, stdin: str = "") -> subprocess.Completed
     )
 
 
-def test_show_prints_every_znode_with_its_data(zk: ZkEnsemble, registry: Registry) -> None:
+def test_show_prints_every_znode_with_its_data(zk: ZkEnsemble, registry: Maintenance) -> None:
     done = agrajag(zk, "show", "--cluster", "main")
     assert done.returncode == 0, done.stderr
     paths = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("/")]
@@ -73,13 +73,13 @@ def test_show_prints_every_znode_with_its_data(zk: ZkEnsemble, registry: Registr
     assert "/agrajag/main/nodes/node1  ephemeral (session 0x" in done.stdout
 
 
-def test_show_names_an_unknown_cluster(zk: ZkEnsemble, registry: Registry) -> None:
+def test_show_names_an_unknown_cluster(zk: ZkEnsemble, registry: Maintenance) -> None:
     done = agrajag(zk, "show", "--cluster", "nosuch")
     assert done.returncode == 2
     assert "no cluster 'nosuch' under /agrajag" in done.stderr
 
 
-def test_trim_history_keeps_the_newest_entries(zk: ZkEnsemble, registry: Registry) -> None:
+def test_trim_history_keeps_the_newest_entries(zk: ZkEnsemble, registry: Maintenance) -> None:
     names = registry.history_names("main")
     dry = agrajag(zk, "trim-history", "--cluster", "main", "--keep", "2", "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -93,7 +93,7 @@ def test_trim_history_keeps_the_newest_entries(zk: ZkEnsemble, registry: Registr
     assert registry.read_master("main").last_epoch == 5
 
 
-def test_trim_history_refuses_to_keep_nothing(zk: ZkEnsemble, registry: Registry) -> None:
+def test_trim_history_refuses_to_keep_nothing(zk: ZkEnsemble, registry: Maintenance) -> None:
     done = agrajag(zk, "trim-history", "--cluster", "main", "--keep", "0")
     assert done.returncode == 2
     assert "--keep: must be a whole number >= 1, got '0'" in done.stderr
@@ -101,7 +101,7 @@ def test_trim_history_refuses_to_keep_nothing(zk: ZkEnsemble, registry: Registry
 
 
 def test_reset_deletes_the_master_above_every_epoch_in_use(
-    zk: ZkEnsemble, registry: Registry
+    zk: ZkEnsemble, registry: Maintenance
 ) -> None:
     """A watcher acknowledged epoch 7 (say, from before a trim): the reset entry must be
     above it, and the daemons' next publish above that, or the watcher would refuse it."""
@@ -125,7 +125,7 @@ def test_reset_deletes_the_master_above_every_epoch_in_use(
     assert registry.read_master("main").record == rebuilt
 
 
-def test_reset_asks_for_the_cluster_name(zk: ZkEnsemble, registry: Registry) -> None:
+def test_reset_asks_for_the_cluster_name(zk: ZkEnsemble, registry: Maintenance) -> None:
     before = registry.read_master("main")
     for answer in ("", "yes\n", "other\n"):
         done = agrajag(zk, "reset", "--cluster", "main", "--reason", "r", stdin=answer)
@@ -138,7 +138,7 @@ def test_reset_asks_for_the_cluster_name(zk: ZkEnsemble, registry: Registry) -> 
     assert registry.read_master("main").record is None
 
 
-def test_reset_dry_run_changes_nothing(zk: ZkEnsemble, registry: Registry) -> None:
+def test_reset_dry_run_changes_nothing(zk: ZkEnsemble, registry: Maintenance) -> None:
     before = (registry.read_master("main"), registry.history_names("main"))
     done = agrajag(zk, "reset", "--cluster", "main", "--reason", "r", "--dry-run")
     assert done.returncode == 0, done.stderr
@@ -147,7 +147,7 @@ def test_reset_dry_run_changes_nothing(zk: ZkEnsemble, registry: Registry) -> No
     assert (registry.read_master("main"), registry.history_names("main")) == before
 
 
-def test_reset_refuses_when_a_daemon_published_meanwhile(registry: Registry) -> None:
+def test_reset_refuses_when_a_daemon_published_meanwhile(registry: Maintenance) -> None:
     read = registry.read_master("main")
     newer = master_record(2, 6, host="127.0.0.1", timeline=6)
     assert registry.publish(newer, read.version, 0) is None
@@ -158,7 +158,7 @@ def test_reset_refuses_when_a_daemon_published_meanwhile(registry: Registry) -> 
     assert registry.history("main", last=1)[0] == newer
 
 
-def test_reset_of_an_absent_master_refuses_when_one_appears(registry: Registry) -> None:
+def test_reset_of_an_absent_master_refuses_when_one_appears(registry: Maintenance) -> None:
     """Read as absent (-1), but a daemon created it since: the multi-op fails whole."""
     entry = master_record(1, 7, host="127.0.0.1", published_by="root@ops")
     with pytest.raises(RegistryError, match="the master changed since it was read"):
@@ -168,7 +168,7 @@ def test_reset_of_an_absent_master_refuses_when_one_appears(registry: Registry) 
 
 
 def test_a_second_reset_before_any_publish_goes_higher_again(
-    zk: ZkEnsemble, registry: Registry
+    zk: ZkEnsemble, registry: Maintenance
 ) -> None:
     for epoch in (6, 7):
         done = agrajag(zk, "reset", "--cluster", "main", "--reason", "again", "--yes")
@@ -178,7 +178,7 @@ def test_a_second_reset_before_any_publish_goes_higher_again(
     assert registry.epoch_floor("main") == 7
 
 
-def test_status_shows_who_reset_a_cluster_and_why(zk: ZkEnsemble, registry: Registry) -> None:
+def test_status_shows_who_reset_a_cluster_and_why(zk: ZkEnsemble, registry: Maintenance) -> None:
     done = agrajag(zk, "reset", "--cluster", "main", "--reason", "rebuilt from backup", "--yes")
     assert done.returncode == 0, done.stderr
     status = subprocess.run(

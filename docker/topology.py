@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -46,12 +47,23 @@ import yaml
 from docker.errors import BuildError, DockerException, ImageNotFound
 from docker.models.containers import Container
 
+from agrajag.config import digest_id
+
 T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 COMPOSE_FILE = HERE / "compose.yaml"
 WHEELS = HERE / "wheels"
+SECRETS = HERE / "secrets"
+#: The topology's passwords, by compose secret: two ZooKeeper identities, the INSERT
+#: check's role, PgBouncer's admin console.
+PASSWORDS = ("zookeeper-daemon", "zookeeper-watch", "check", "pgbouncer-admin")
+#: zookeeper.acl's lists: (ZooKeeper user, its password's secret).
+IDENTITIES = {
+    "daemons": ("agrajag-daemon", "zookeeper-daemon"),
+    "watchers": ("agrajag-watch", "zookeeper-watch"),
+}
 ALERTS = REPO / "conf.d" / "agrajag-alerts.yml"
 PROJECT = "agrajag"
 BASE_IMAGE = "agrajag-base:bookworm"
@@ -169,6 +181,28 @@ def make_wheels() -> None:
         raise Failed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-3000:]}")
 
 
+def make_secrets(directory: Path = SECRETS) -> None:
+    """The topology's passwords (random; kept once made, so a volume's data keeps matching)
+    and the overlay giving every daemon and watcher the same `zookeeper.acl`, which names
+    the two identities by digest id. Compose without swarm mounts a secret as the host has
+    it, so the files are readable in the containers; the directory is root's alone, and
+    each entrypoint copies what it needs into the private file its config names."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    directory.chmod(0o700)
+    for name in PASSWORDS:
+        path = directory / f"{name}.password"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o644)
+    acl = {
+        role: [digest_id(user, (directory / f"{secret}.password").read_text().removesuffix("\n"))]
+        for role, (user, secret) in IDENTITIES.items()
+    }
+    acl_file = directory / "zookeeper-acl.yaml"
+    acl_file.write_text(yaml.safe_dump({"zookeeper": {"acl": acl}}))
+    acl_file.chmod(0o644)
+
+
 def image_exists(client: docker.DockerClient, name: str) -> bool:
     try:
         client.images.get(name)
@@ -184,6 +218,7 @@ def build(client: docker.DockerClient, mirror: str | None) -> list[str]:
     if BASE_IMAGE in new:
         make_base_image(client, mirror or system_mirror())
     make_wheels()
+    make_secrets()
     for image, target in images.items():
         started = time.monotonic()
         try:
@@ -407,8 +442,9 @@ def failover(topology: Topology) -> Failover:
     killed = time.time()
     topology.container("node1").kill()
     moved = {w.proxy: w.moved(timeout=200) for w in writers}
+    # read with a daemon's identity (the registry is not world-readable), on a live node
     status = json.loads(
-        topology.run("client", "agrajag", "status", "--zookeeper", "zk1:2181", "--json")
+        topology.run("node2", "agrajag", "status", "--config", "/etc/agrajag/daemon.yaml", "--json")
     )
     master = status["main"]["master"]
     for proxy, write in moved.items():

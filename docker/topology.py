@@ -7,7 +7,8 @@
 The engine is DOCKER_HOST's or the local socket's (the docker SDK); as root, with no engine
 running, `test` starts `dockerd` and stops it at the end. No registry is needed: the base
 image is Debian 12 from debootstrap (the mirror apt uses), imported into the engine, and
-Python wheels are built here into docker/wheels/ for the offline install in the images.
+Python wheels are built here into docker/wheels/ for the offline install in the images, and
+the topology's secrets into docker/secrets/, once (`make_secrets`), for compose's `secrets:`.
 Containers, networks and volumes go up and down with Debian's docker-compose 1.29, so the
 very file a user runs is the one tested; `test` removes at the end every image it made
 (base included) unless --keep-images.
@@ -59,6 +60,14 @@ SECRETS = HERE / "secrets"
 #: The topology's passwords, by compose secret: two ZooKeeper identities, the INSERT
 #: check's role, PgBouncer's admin console.
 PASSWORDS = ("zookeeper-daemon", "zookeeper-watch", "check", "pgbouncer-admin")
+#: TLS to ZooKeeper, from the topology's own CA: one server certificate naming every server
+#: of the ensemble, and a client certificate per identity (the servers require one).
+CERTIFICATES = {
+    "zookeeper-server": "DNS:zk1,DNS:zk2,DNS:zk3",
+    "zookeeper-daemon": None,
+    "zookeeper-watch": None,
+}
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 #: zookeeper.acl's lists: (ZooKeeper user, its password's secret).
 IDENTITIES = {
     "daemons": ("agrajag-daemon", "zookeeper-daemon"),
@@ -182,11 +191,13 @@ def make_wheels() -> None:
 
 
 def make_secrets(directory: Path = SECRETS) -> None:
-    """The topology's passwords (random; kept once made, so a volume's data keeps matching)
-    and the overlay giving every daemon and watcher the same `zookeeper.acl`, which names
-    the two identities by digest id. Compose without swarm mounts a secret as the host has
-    it, so the files are readable in the containers; the directory is root's alone, and
-    each entrypoint copies what it needs into the private file its config names."""
+    """The topology's passwords (random; kept once made, so a volume's data keeps matching),
+    the overlay giving every daemon and watcher the same `zookeeper.acl`, which names the two
+    identities by digest id, and the certificates of TLS to ZooKeeper (`make_pki`).
+
+    Compose without swarm mounts a secret as the host has it, so the files are readable in
+    the containers; the directory is root's alone, and each entrypoint copies what it needs
+    into the private file its config names."""
     directory.mkdir(mode=0o700, exist_ok=True)
     directory.chmod(0o700)
     for name in PASSWORDS:
@@ -201,6 +212,46 @@ def make_secrets(directory: Path = SECRETS) -> None:
     acl_file = directory / "zookeeper-acl.yaml"
     acl_file.write_text(yaml.safe_dump({"zookeeper": {"acl": acl}}))
     acl_file.chmod(0o644)
+    if not (directory / "zookeeper-ca.pem").exists():
+        make_pki(directory)
+
+
+def openssl(*args: str | Path) -> None:
+    argv = ["openssl", *map(str, args)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise Failed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
+
+
+def make_pki(directory: Path) -> None:
+    """The CA (`zookeeper-ca.pem`; its key is mounted nowhere) and CERTIFICATES, each as
+    `<name>.pem` and `<name>.key`; the server's also as `zookeeper-server-keystore.pem` (key
+    and certificate in one file, as ZooKeeper's `ssl.keyStore.type=PEM` reads it)."""
+    say(f"making the topology's CA and certificates in {directory}/")
+    ca, ca_key = directory / "zookeeper-ca.pem", directory / "zookeeper-ca.key"
+    subj = "/CN=agrajag-docker-ca"
+    openssl("req", "-x509", *EC_KEY, "-days", "365", "-subj", subj, "-keyout", ca_key, "-out", ca)
+    ca_key.chmod(0o600)
+    for name, names in CERTIFICATES.items():
+        cert, key, csr = (directory / f"{name}.{kind}" for kind in ("pem", "key", "csr"))
+        ext = directory / f"{name}.ext"
+        ext.write_text(
+            "basicConstraints=CA:FALSE\n" + (f"subjectAltName={names}\n" if names else "")
+        )
+        openssl("req", *EC_KEY, "-subj", f"/CN={name}", "-keyout", key, "-out", csr)
+        openssl(
+            "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+            "-days", "365", "-extfile", ext, "-out", cert,
+        )  # fmt: skip
+        csr.unlink()
+        ext.unlink()
+        key.chmod(0o644)  # mounted as it is: the entrypoints make the private copies
+    keystore = directory / "zookeeper-server-keystore.pem"
+    keystore.write_text(
+        (directory / "zookeeper-server.key").read_text()
+        + (directory / "zookeeper-server.pem").read_text()
+    )
+    keystore.chmod(0o644)
 
 
 def image_exists(client: docker.DockerClient, name: str) -> bool:

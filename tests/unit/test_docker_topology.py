@@ -49,21 +49,38 @@ def overlaid(example_name: str, *overlays: str, sets: tuple[str, ...] = ()) -> d
 
 #: the topology's secret holding each ZooKeeper user's password
 SECRET_OF = dict(topology.IDENTITIES.values())
+#: compose's secrets: {name: the file's name in the secrets directory}
+MOUNTED = {
+    name: Path(secret["file"]).name
+    for name, secret in yaml.safe_load((DOCKER / "compose.yaml").read_text())["secrets"].items()
+}
 
 
 def with_secrets(conf: dict[str, Any], secrets: Path, tmp_path: Path) -> dict[str, Any]:
-    """`conf` with the topology's zookeeper.acl, and every password file it names made
-    (private) in tmp_path from the topology's secret of that name, as the entrypoints do."""
-    conf = container.overlay(conf, yaml.safe_load((secrets / "zookeeper-acl.yaml").read_text()))
-    for section, secret in (
-        (conf["zookeeper"]["auth"], SECRET_OF[conf["zookeeper"]["auth"]["user"]]),
-        *((s["admin"], "pgbouncer-admin") for s in conf.get("sinks", []) if "admin" in s),
-        *([(conf["check"], "check")] if "check" in conf else []),
-    ):
-        private = tmp_path / Path(section["password_file"]).name
-        private.write_text((secrets / f"{secret}.password").read_text())
-        private.chmod(0o600)
-        section["password_file"] = str(private)
+    """`conf` as the entrypoints complete it, on this machine: the topology's zookeeper.acl;
+    a file under /run/secrets/ is compose's secret of that name, from `secrets`; each
+    private file (passwords, TLS key) a copy of its secret in tmp_path, mode 0600."""
+    conf = container.overlay(conf, yaml.safe_load((secrets / MOUNTED["zookeeper-acl"]).read_text()))
+    zookeeper = conf["zookeeper"]
+    identity = SECRET_OF[zookeeper["auth"]["user"]]
+    private = [
+        (zookeeper["auth"], "password_file", identity),
+        (zookeeper["tls"], "key", f"{identity}-key"),
+    ]
+    private += [
+        (s["admin"], "password_file", "pgbouncer-admin")
+        for s in conf.get("sinks", [])
+        if "admin" in s
+    ]
+    private += [(conf["check"], "password_file", "check")] if "check" in conf else []
+    for section, key, secret in private:
+        copy = tmp_path / Path(section[key]).name
+        copy.write_text((secrets / MOUNTED[secret]).read_text())
+        copy.chmod(0o600)
+        section[key] = str(copy)
+    for key, path in zookeeper["tls"].items():
+        if path.startswith("/run/secrets/"):
+            zookeeper["tls"][key] = str(secrets / MOUNTED[path.removeprefix("/run/secrets/")])
     return conf
 
 
@@ -105,9 +122,11 @@ def test_daemon_config_is_the_example_with_the_topologys_identity_acl_and_check_
     assert settings.node == "node2"
     assert settings.metrics.address == "0.0.0.0"
     zk = settings.zookeeper
-    assert zk.hosts == "zk1:2181,zk2:2181,zk3:2181" and zk.tls is None
-    assert zk.auth is not None and zk.acl is not None
+    assert zk.hosts == example("daemon.example.yaml")["zookeeper"]["hosts"]
+    assert zk.auth is not None and zk.acl is not None and zk.tls is not None
     assert zk.auth.id in zk.acl.daemons and not zk.acl.world_read
+    assert zk.tls.ca == str(secrets / "zookeeper-ca.pem")
+    assert zk.tls.cert == str(secrets / "zookeeper-daemon.pem")
     check = settings.check.credentials
     assert check.password == (secrets / "check.password").read_text().removesuffix("\n")
     assert check.passfile is None
@@ -136,7 +155,8 @@ def test_each_watcher_has_the_watch_identity_in_the_topologys_acl(
     zk = ZooKeeperSettings.from_section(Section(conf["zookeeper"], "watch.yaml"), Role.WATCHER)
     assert zk.auth is not None and zk.acl is not None
     assert zk.auth.user == "agrajag-watch" and zk.auth.id in zk.acl.watchers
-    assert zk.hosts == "zk1:2181,zk2:2181,zk3:2181" and zk.tls is None
+    assert zk.hosts == example("watch.example.yaml")["zookeeper"]["hosts"]
+    assert zk.tls is not None and zk.tls.cert == str(secrets / "zookeeper-watch.pem")
 
 
 def test_each_watcher_keeps_only_its_proxys_sink_from_the_example() -> None:
@@ -153,9 +173,9 @@ def test_each_watcher_keeps_only_its_proxys_sink_from_the_example() -> None:
         k: v for k, v in shipped["pgbouncer"].items() if k != "admin"
     }
     assert haproxy["agent"] != pgbouncer["agent"]
-    # each watcher's own private copy of the password (two users, two files)
-    paths = {c["zookeeper"]["auth"]["password_file"] for c in (haproxy, pgbouncer)}
-    assert len(paths) == 2
+    # each watcher's own private copies of its password and key (two users, two files each)
+    for key in (("auth", "password_file"), ("tls", "key")):
+        assert len({c["zookeeper"][key[0]][key[1]] for c in (haproxy, pgbouncer)}) == 2
 
 
 def test_prometheus_scrapes_the_metrics_ports_the_configs_give() -> None:

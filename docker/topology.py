@@ -16,7 +16,8 @@ very file a user runs is the one tested; `test` removes at the end every image i
 A `test` run: wait until clients through HAProxy and PgBouncer write on node1 and
 Prometheus scrapes every daemon and watcher with the shipped rules loaded; start a writer
 through each proxy; `docker kill` node1; both writers must reach the new primary, the one
-published in ZooKeeper, and Prometheus must see every watcher apply its epoch. It prints
+published in ZooKeeper, Prometheus must see every watcher apply its epoch, every znode must
+carry the ACL and a client with no identity get nothing. It prints
 each step's timing, from the kill: the promotion (repmgr's event), the publication (the
 master record) and each client's first write on the new primary.
 """
@@ -530,7 +531,21 @@ def failover(topology: Topology) -> Failover:
         raise Failed(f"after the failover Prometheus scrapes {health}; only node1 may be down")
     check_rules(topology)
     say(f"Prometheus: both watchers applied epoch {epoch}; every target but node1 up")
+    check_locked(topology)
     return result
+
+
+def check_locked(topology: Topology) -> None:
+    """Every znode carries the topology's ACL (`secure-registry --dry-run` would change
+    none), and a client with no identity and no certificate gets nothing."""
+    daemon_conf = "/etc/agrajag/daemon.yaml"
+    out = topology.run("node2", "agrajag", "secure-registry", "--config", daemon_conf, "--dry-run")
+    if not out.rstrip().endswith(": 0 would change"):
+        raise Failed(f"znodes without the topology's ACL: {out}")
+    anonymous = topology.attempt("client", "agrajag", "status", "--zookeeper", "zk1:2281")
+    if anonymous is not None:
+        raise Failed(f"a client with no identity nor certificate read the registry: {anonymous}")
+    say(f"registry locked: {out.strip().splitlines()[-1]}; an anonymous client is refused")
 
 
 # --- the engine -----------------------------------------------------------------------

@@ -49,8 +49,6 @@ import yaml
 from docker.errors import BuildError, DockerException, ImageNotFound
 from docker.models.containers import Container
 
-from agrajag.config import digest_id
-
 T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
@@ -207,7 +205,7 @@ def make_secrets(directory: Path = SECRETS) -> None:
             path.write_text(secrets.token_urlsafe(24) + "\n")
         path.chmod(0o644)
     acl = {
-        role: [digest_id(user, (directory / f"{secret}.password").read_text().removesuffix("\n"))]
+        role: [digest_id(user, directory / f"{secret}.password")]
         for role, (user, secret) in IDENTITIES.items()
     }
     acl_file = directory / "zookeeper-acl.yaml"
@@ -215,6 +213,18 @@ def make_secrets(directory: Path = SECRETS) -> None:
     acl_file.chmod(0o644)
     if not (directory / "zookeeper-ca.pem").exists():
         make_pki(directory)
+
+
+def digest_id(user: str, password_file: Path) -> str:
+    """`agrajag digest-id` of `user` with the password in `password_file` (given through the
+    environment: the file is readable by others, which agrajag refuses of a password file)."""
+    agrajag = Path(sys.executable).parent / "agrajag"
+    env = {**os.environ, "AGRAJAG_DIGEST_PASSWORD": password_file.read_text().removesuffix("\n")}
+    argv = [str(agrajag), "digest-id", "--user", user, "--password-env", "AGRAJAG_DIGEST_PASSWORD"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise Failed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout.strip()
 
 
 def openssl(*args: str | Path) -> None:

@@ -5,6 +5,8 @@ The topology itself is tested for real by `make docker-test` (docker/topology.py
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import re
 import subprocess
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agrajag.config import Role, Section, ZooKeeperSettings, digest_id
+from agrajag.config import Role, Section, ZooKeeperSettings
 from agrajag.daemon.settings import DaemonSettings
 from agrajag.errors import ConfigError
 from tools.harness.shipped import CONF_D, example
@@ -107,6 +109,11 @@ def test_the_topology_makes_its_passwords_once_and_names_them_in_one_acl(tmp_pat
     topology.make_secrets(directory)
     assert passwords == {f.name: f.read_text() for f in directory.glob("*.password")}
     acl = yaml.safe_load((directory / "zookeeper-acl.yaml").read_text())["zookeeper"]["acl"]
+
+    def digest_id(user: str, password: str) -> str:  # ZooKeeper's digest scheme
+        sha1 = hashlib.sha1(f"{user}:{password}".encode()).digest()
+        return f"{user}:{base64.b64encode(sha1).decode()}"
+
     daemon = passwords["zookeeper-daemon.password"].removesuffix("\n")
     assert acl == {
         "daemons": [digest_id("agrajag-daemon", daemon)],

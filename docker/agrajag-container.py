@@ -1,31 +1,33 @@
 #!/opt/agrajag/bin/python
 """Configuration helpers of agrajag's container images (docker/Dockerfile).
 
-    agrajag-container config EXAMPLE OVERLAY [--set KEY.PATH=VALUE ...]   (YAML to stdout)
-    agrajag-container initial WATCH_YAML SINK
+    agrajag-container config EXAMPLE OVERLAY... [--set KEY.PATH=VALUE ...]   (YAML to stdout)
+    agrajag-container initial EXAMPLE OVERLAY SINK
 
-`config` writes conf.d's EXAMPLE with OVERLAY's changes, so the images carry no second copy
-of the shipped settings. Mappings merge key by key; other values replace. In a `sinks:`
-mapping of the overlay, each key names one sink of the example: the result keeps only
-those sinks, each with its changes merged in. `--set` changes one value (parsed as YAML).
+`config` writes conf.d's EXAMPLE with each OVERLAY's changes in turn, so the images carry
+no second copy of the shipped settings. Mappings merge key by key; other values replace (a
+null leaves the feature off, as in the example's "default none"). In a `sinks:` mapping of
+an overlay, each key names one sink of the example: the result keeps only those sinks,
+each with its changes merged in. `--set` changes one value (parsed as YAML).
 
-`initial` writes SINK's destination rendered with no master, unless the file is there
-already: a proxy can start (and a watcher's first apply find its old config) before
-ZooKeeper has a master to say.
+`initial` writes SINK's destination (the sink of EXAMPLE with OVERLAY's changes) rendered
+with no master, unless the file is there already: a proxy can start (and a watcher's first
+apply find its old config) before ZooKeeper has a master to say. It reads only that sink,
+so the proxy's container needs no ZooKeeper identity.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from agrajag.errors import AgrajagError
-from agrajag.watch.settings import WatchConfig
+from agrajag.sinks import build_sink
 
 
 class OverlayError(Exception):
@@ -87,23 +89,31 @@ def load(path: str) -> dict[str, Any]:
     return data
 
 
+def overlaid(example: str, overlays: list[str], sets: Iterable[str] = ()) -> dict[str, Any]:
+    """EXAMPLE with each overlay file in turn, then the `--set` assignments."""
+    result = load(example)
+    for path in overlays:
+        try:
+            result = overlay(result, load(path))
+        except OverlayError as exc:
+            raise OverlayError(f"{path} over {example}: {exc}") from None
+    for text in sets:
+        result = overlay(result, assignment(text))
+    return result
+
+
 def config(args: argparse.Namespace) -> int:
-    change = load(args.overlay)
-    for text in args.set:
-        change = merge(change, assignment(text))
-    try:
-        result = overlay(load(args.example), change)
-    except OverlayError as exc:
-        raise OverlayError(f"{args.overlay} over {args.example}: {exc}") from None
+    result = overlaid(args.example, args.overlays, args.set)
     sys.stdout.write(yaml.safe_dump(result, sort_keys=False))
     return 0
 
 
 def initial(args: argparse.Namespace) -> int:
-    watch = WatchConfig.load(args.watch_yaml)
-    sink = next((s for s in watch.sinks if s.name == args.sink), None)
-    if sink is None:
-        raise OverlayError(f"{args.watch_yaml}: no sink named {args.sink!r}")
+    sinks = overlaid(args.example, [args.overlay])["sinks"]
+    found = [i for i, s in enumerate(sinks) if s.get("name") == args.sink]
+    if not found:
+        raise OverlayError(f"{args.overlay} over {args.example}: no sink named {args.sink!r}")
+    sink = build_sink(sinks[found[0]], f"sinks[{found[0]}]")
     dest = sink.files.dest  # type: ignore[attr-defined]
     if not dest.exists():
         dest.write_text(sink.render({}))  # type: ignore[attr-defined]
@@ -116,11 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     conf = sub.add_parser("config", help="an example with an overlay, to stdout")
     conf.add_argument("example")
-    conf.add_argument("overlay")
+    conf.add_argument("overlays", nargs="+", metavar="overlay")
     conf.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     conf.set_defaults(run=config)
     init = sub.add_parser("initial", help="render a sink's file with no master, if absent")
-    init.add_argument("watch_yaml")
+    init.add_argument("example")
+    init.add_argument("overlay")
     init.add_argument("sink")
     init.set_defaults(run=initial)
     args = parser.parse_args(argv)

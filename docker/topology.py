@@ -7,7 +7,8 @@
 The engine is DOCKER_HOST's or the local socket's (the docker SDK); as root, with no engine
 running, `test` starts `dockerd` and stops it at the end. No registry is needed: the base
 image is Debian 12 from debootstrap (the mirror apt uses), imported into the engine, and
-Python wheels are built here into docker/wheels/ for the offline install in the images.
+Python wheels are built here into docker/wheels/ for the offline install in the images, and
+the topology's secrets into docker/secrets/, once (`make_secrets`), for compose's `secrets:`.
 Containers, networks and volumes go up and down with Debian's docker-compose 1.29, so the
 very file a user runs is the one tested; `test` removes at the end every image it made
 (base included) unless --keep-images.
@@ -15,7 +16,8 @@ very file a user runs is the one tested; `test` removes at the end every image i
 A `test` run: wait until clients through HAProxy and PgBouncer write on node1 and
 Prometheus scrapes every daemon and watcher with the shipped rules loaded; start a writer
 through each proxy; `docker kill` node1; both writers must reach the new primary, the one
-published in ZooKeeper, and Prometheus must see every watcher apply its epoch. It prints
+published in ZooKeeper, Prometheus must see every watcher apply its epoch, every znode must
+carry the ACL and a client with no identity get nothing. It prints
 each step's timing, from the kill: the promotion (repmgr's event), the publication (the
 master record) and each client's first write on the new primary.
 """
@@ -27,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -52,6 +55,23 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 COMPOSE_FILE = HERE / "compose.yaml"
 WHEELS = HERE / "wheels"
+SECRETS = HERE / "secrets"
+#: The topology's passwords, by compose secret: two ZooKeeper identities, the INSERT
+#: check's role, PgBouncer's admin console.
+PASSWORDS = ("zookeeper-daemon", "zookeeper-watch", "check", "pgbouncer-admin")
+#: TLS to ZooKeeper, from the topology's own CA: one server certificate naming every server
+#: of the ensemble, and a client certificate per identity (the servers require one).
+CERTIFICATES = {
+    "zookeeper-server": "DNS:zk1,DNS:zk2,DNS:zk3",
+    "zookeeper-daemon": None,
+    "zookeeper-watch": None,
+}
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+#: zookeeper.acl's lists: (ZooKeeper user, its password's secret).
+IDENTITIES = {
+    "daemons": ("agrajag-daemon", "zookeeper-daemon"),
+    "watchers": ("agrajag-watch", "zookeeper-watch"),
+}
 ALERTS = REPO / "conf.d" / "agrajag-alerts.yml"
 PROJECT = "agrajag"
 BASE_IMAGE = "agrajag-base:bookworm"
@@ -169,6 +189,82 @@ def make_wheels() -> None:
         raise Failed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-3000:]}")
 
 
+def make_secrets(directory: Path = SECRETS) -> None:
+    """The topology's passwords (random; kept once made, so a volume's data keeps matching),
+    the overlay giving every daemon and watcher the same `zookeeper.acl`, which names the two
+    identities by digest id, and the certificates of TLS to ZooKeeper (`make_pki`).
+
+    Compose without swarm mounts a secret as the host has it, so the files are readable in
+    the containers; the directory is root's alone, and each entrypoint copies what it needs
+    into the private file its config names."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    directory.chmod(0o700)
+    for name in PASSWORDS:
+        path = directory / f"{name}.password"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o644)
+    acl = {
+        role: [digest_id(user, directory / f"{secret}.password")]
+        for role, (user, secret) in IDENTITIES.items()
+    }
+    acl_file = directory / "zookeeper-acl.yaml"
+    acl_file.write_text(yaml.safe_dump({"zookeeper": {"acl": acl}}))
+    acl_file.chmod(0o644)
+    if not (directory / "zookeeper-ca.pem").exists():
+        make_pki(directory)
+
+
+def digest_id(user: str, password_file: Path) -> str:
+    """`agrajag digest-id` of `user` with the password in `password_file` (given through the
+    environment: the file is readable by others, which agrajag refuses of a password file)."""
+    agrajag = Path(sys.executable).parent / "agrajag"
+    env = {**os.environ, "AGRAJAG_DIGEST_PASSWORD": password_file.read_text().removesuffix("\n")}
+    argv = [str(agrajag), "digest-id", "--user", user, "--password-env", "AGRAJAG_DIGEST_PASSWORD"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise Failed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout.strip()
+
+
+def openssl(*args: str | Path) -> None:
+    argv = ["openssl", *map(str, args)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise Failed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
+
+
+def make_pki(directory: Path) -> None:
+    """The CA (`zookeeper-ca.pem`; its key is mounted nowhere) and CERTIFICATES, each as
+    `<name>.pem` and `<name>.key`; the server's also as `zookeeper-server-keystore.pem` (key
+    and certificate in one file, as ZooKeeper's `ssl.keyStore.type=PEM` reads it)."""
+    say(f"making the topology's CA and certificates in {directory}/")
+    ca, ca_key = directory / "zookeeper-ca.pem", directory / "zookeeper-ca.key"
+    subj = "/CN=agrajag-docker-ca"
+    openssl("req", "-x509", *EC_KEY, "-days", "365", "-subj", subj, "-keyout", ca_key, "-out", ca)
+    ca_key.chmod(0o600)
+    for name, names in CERTIFICATES.items():
+        cert, key, csr = (directory / f"{name}.{kind}" for kind in ("pem", "key", "csr"))
+        ext = directory / f"{name}.ext"
+        ext.write_text(
+            "basicConstraints=CA:FALSE\n" + (f"subjectAltName={names}\n" if names else "")
+        )
+        openssl("req", *EC_KEY, "-subj", f"/CN={name}", "-keyout", key, "-out", csr)
+        openssl(
+            "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+            "-days", "365", "-extfile", ext, "-out", cert,
+        )  # fmt: skip
+        csr.unlink()
+        ext.unlink()
+        key.chmod(0o644)  # mounted as it is: the entrypoints make the private copies
+    keystore = directory / "zookeeper-server-keystore.pem"
+    keystore.write_text(
+        (directory / "zookeeper-server.key").read_text()
+        + (directory / "zookeeper-server.pem").read_text()
+    )
+    keystore.chmod(0o644)
+
+
 def image_exists(client: docker.DockerClient, name: str) -> bool:
     try:
         client.images.get(name)
@@ -184,6 +280,7 @@ def build(client: docker.DockerClient, mirror: str | None) -> list[str]:
     if BASE_IMAGE in new:
         make_base_image(client, mirror or system_mirror())
     make_wheels()
+    make_secrets()
     for image, target in images.items():
         started = time.monotonic()
         try:
@@ -407,8 +504,9 @@ def failover(topology: Topology) -> Failover:
     killed = time.time()
     topology.container("node1").kill()
     moved = {w.proxy: w.moved(timeout=200) for w in writers}
+    # read with a daemon's identity (the registry is not world-readable), on a live node
     status = json.loads(
-        topology.run("client", "agrajag", "status", "--zookeeper", "zk1:2181", "--json")
+        topology.run("node2", "agrajag", "status", "--config", "/etc/agrajag/daemon.yaml", "--json")
     )
     master = status["main"]["master"]
     for proxy, write in moved.items():
@@ -443,7 +541,21 @@ def failover(topology: Topology) -> Failover:
         raise Failed(f"after the failover Prometheus scrapes {health}; only node1 may be down")
     check_rules(topology)
     say(f"Prometheus: both watchers applied epoch {epoch}; every target but node1 up")
+    check_locked(topology)
     return result
+
+
+def check_locked(topology: Topology) -> None:
+    """Every znode carries the topology's ACL (`secure-registry --dry-run` would change
+    none), and a client with no identity and no certificate gets nothing."""
+    daemon_conf = "/etc/agrajag/daemon.yaml"
+    out = topology.run("node2", "agrajag", "secure-registry", "--config", daemon_conf, "--dry-run")
+    if not out.rstrip().endswith(": 0 would change"):
+        raise Failed(f"znodes without the topology's ACL: {out}")
+    anonymous = topology.attempt("client", "agrajag", "status", "--zookeeper", "zk1:2281")
+    if anonymous is not None:
+        raise Failed(f"a client with no identity nor certificate read the registry: {anonymous}")
+    say(f"registry locked: {out.strip().splitlines()[-1]}; an anonymous client is refused")
 
 
 # --- the engine -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 # One entry point for a fresh Debian 12 machine: `make test`, `make demo`.
 VENV        ?= .venv
 PYTHON      ?= /usr/bin/python3
-APT_PACKAGES = zookeeper postgresql-15 postgresql-15-repmgr haproxy pgbouncer prometheus python3-venv
+APT_PACKAGES = zookeeper postgresql-15 postgresql-15-repmgr haproxy pgbouncer prometheus python3-venv nftables
 SUDO        := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: setup system venv lint test bench demo

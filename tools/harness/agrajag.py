@@ -49,6 +49,7 @@ class DaemonProc:
             cwd=node.dir,
             env=service_env(node.dir),
             service=True,
+            host=node.host,
         )
 
     def start(self) -> DaemonProc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import psycopg
 from psycopg import sql
 
 from tools.harness.procs import (
+    LOCAL,
+    Host,
     Proc,
-    as_service_user,
     free_port,
     run_service,
     service_dir,
@@ -33,12 +35,15 @@ REPMGR = str(BINDIR / "repmgr")
 CHECK_USER = "agrajag"
 CHECK_PASSWORD = "agrajag-test-secret"
 
-HBA = f"""\
-host    all          {CHECK_USER}  127.0.0.1/32  scram-sha-256
+
+def hba(network: str = "127.0.0.1/32") -> str:
+    """pg_hba.conf for the test: trust from `network`, except the check user's password."""
+    return f"""\
+host    all          {CHECK_USER}  {network}  scram-sha-256
 local   all          all                         trust
-host    all          all           127.0.0.1/32  trust
+host    all          all           {network}  trust
 local   replication  all                         trust
-host    replication  all           127.0.0.1/32  trust
+host    replication  all           {network}  trust
 """
 
 
@@ -50,6 +55,7 @@ class PgNode:
     node_id: int
     port: int = field(default_factory=free_port)
     repmgrd: Proc | None = None
+    host: Host = LOCAL
 
     @property
     def name(self) -> str:
@@ -69,7 +75,9 @@ class PgNode:
 
     @property
     def conninfo(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user=repmgr dbname=repmgr connect_timeout=2"
+        return (
+            f"host={self.host.address} port={self.port} user=repmgr dbname=repmgr connect_timeout=2"
+        )
 
     def write_repmgr_conf(self) -> None:
         conf = self.repmgr_conf
@@ -104,7 +112,10 @@ class PgNode:
 
     def pg_ctl(self, *args: str, timeout: float = 60) -> str:
         return run_service(
-            [str(BINDIR / "pg_ctl"), "-D", str(self.datadir), *args], self.dir, timeout=timeout
+            [str(BINDIR / "pg_ctl"), "-D", str(self.datadir), *args],
+            self.dir,
+            timeout=timeout,
+            host=self.host,
         )
 
     def start(self) -> None:
@@ -183,7 +194,9 @@ class PgNode:
         return int(str(walfile)[:8], 16)
 
     def repmgr(self, *args: str, timeout: float = 120) -> str:
-        return run_service([REPMGR, "-f", str(self.repmgr_conf), *args], self.dir, timeout=timeout)
+        return run_service(
+            [REPMGR, "-f", str(self.repmgr_conf), *args], self.dir, timeout=timeout, host=self.host
+        )
 
     def start_repmgrd(self) -> None:
         self.repmgrd = Proc(
@@ -193,6 +206,7 @@ class PgNode:
             cwd=self.dir,
             env=service_env(self.dir),
             service=True,
+            host=self.host,
         )
         write_service_file(self.dir / "repmgrd.stdout", "")
         self.repmgrd.start()
@@ -206,15 +220,25 @@ class PgCluster:
     """A primary and `size - 1` standbys registered with repmgr, repmgrd optional."""
 
     def __init__(
-        self, size: int = 3, event_command: str | None = None, pg_ctl_promote: bool = False
+        self,
+        size: int = 3,
+        event_command: str | None = None,
+        pg_ctl_promote: bool = False,
+        *,
+        hosts: Sequence[Host] = (),
+        network: str = "127.0.0.1/32",
     ):
         """`event_command` is repmgr's event_notification_command; `{node_dir}` in it is
         replaced by each node's directory. `pg_ctl_promote` sets repmgr's
-        service_promote_command to `pg_ctl -w promote`, as conf.d recommends."""
+        service_promote_command to `pg_ctl -w promote`, as conf.d recommends. `hosts` puts
+        node i on hosts[i] (default: all on loopback), trusting clients from `network`."""
         self.base = service_dir("pg")
         self.event_command = event_command
         self.pg_ctl_promote = pg_ctl_promote
-        self.nodes = [PgNode(self, i) for i in range(1, size + 1)]
+        self.network = network
+        self.nodes = [
+            PgNode(self, i, host=hosts[i - 1] if hosts else LOCAL) for i in range(1, size + 1)
+        ]
 
     def node(self, name: str) -> PgNode:
         return next(n for n in self.nodes if n.name == name)
@@ -241,7 +265,7 @@ class PgCluster:
         conf = primary.datadir / "postgresql.conf"
         extra = "\n".join(
             [
-                "listen_addresses = '127.0.0.1'",
+                f"listen_addresses = '{primary.host.address}'",
                 f"port = {primary.port}",
                 f"unix_socket_directories = '{self.base}'",
                 "shared_preload_libraries = 'repmgr'",
@@ -259,7 +283,7 @@ class PgCluster:
             ]
         )
         write_service_file(conf, conf.read_text() + extra)
-        write_service_file(primary.datadir / "pg_hba.conf", HBA)
+        write_service_file(primary.datadir / "pg_hba.conf", hba(self.network))
         primary.start()
         psql = [
             str(BINDIR / "psql"),
@@ -284,7 +308,7 @@ class PgCluster:
         for node in standbys:
             node.repmgr(
                 "-h",
-                "127.0.0.1",
+                primary.host.address,
                 "-p",
                 str(primary.port),
                 "-U",
@@ -296,7 +320,8 @@ class PgCluster:
                 "--fast-checkpoint",
             )
             conf = node.datadir / "postgresql.conf"
-            write_service_file(conf, conf.read_text() + f"port = {node.port}\n")
+            own = f"port = {node.port}\nlisten_addresses = '{node.host.address}'\n"
+            write_service_file(conf, conf.read_text() + own)
             node.start()
             # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
             wait_until(
@@ -319,15 +344,18 @@ class PgCluster:
 
     def cluster_show(self, node: PgNode, *args: str) -> str:
         """`repmgr cluster show` as seen from `node` (exit 25 with warnings is normal)."""
+        argv, user = node.host.command(
+            [REPMGR, "-f", str(node.repmgr_conf), "cluster", "show", *args], service=True
+        )
         proc = subprocess.run(
-            [REPMGR, "-f", str(node.repmgr_conf), "cluster", "show", *args],
+            argv,
             cwd=node.dir,
             env=service_env(node.dir),
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
-            **as_service_user(),
+            **user,
         )
         assert proc.returncode in (0, 25), proc.stderr
         return str(proc.stdout)

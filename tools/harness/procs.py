@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,26 @@ SERVICE_USER = "postgres" if IS_ROOT else None
 STARTED: list[Proc] = []
 PORTS: set[int] = set()
 DIRS: list[Path] = []
+
+
+@dataclass(frozen=True)
+class Host:
+    """Where a process runs: the address it binds, and the command prefixes that put a
+    command there (as root, and as the service user). The default is this machine's
+    loopback; a network namespace (`tools.harness.netns`) is another host."""
+
+    address: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+    service_prefix: tuple[str, ...] = ()
+
+    def command(self, argv: Sequence[str], *, service: bool) -> tuple[list[str], dict[str, Any]]:
+        """argv as run on this host, and the Popen keywords that go with it."""
+        if not self.prefix:
+            return list(argv), (as_service_user() if service else {})
+        return [*(self.service_prefix if service else self.prefix), *argv], {}
+
+
+LOCAL = Host()
 
 
 def free_port() -> int:
@@ -70,17 +91,18 @@ def service_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_service(argv: Sequence[str], home: Path, timeout: float = 120) -> str:
+def run_service(argv: Sequence[str], home: Path, timeout: float = 120, host: Host = LOCAL) -> str:
     """Run a command to completion as the service user; its output on failure is in the error."""
+    command, user = host.command(argv, service=True)
     proc = subprocess.run(
-        list(argv),
+        command,
         cwd=home,
         env=service_env(home),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        **as_service_user(),
+        **user,
     )
     if proc.returncode != 0:
         raise RuntimeError(
@@ -122,6 +144,7 @@ class Proc:
         cwd: Path,
         env: dict[str, str] | None = None,
         service: bool = False,
+        host: Host = LOCAL,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -129,13 +152,14 @@ class Proc:
         self.cwd = cwd
         self.env = env
         self.service = service
+        self.host = host
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
-        extra = as_service_user() if self.service else {}
+        command, extra = self.host.command(self.argv, service=self.service)
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                self.argv,
+                command,
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

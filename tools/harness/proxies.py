@@ -9,6 +9,8 @@ import psycopg
 from agrajag.sinks.haproxy import unix_command
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import (
+    LOCAL,
+    Host,
     Proc,
     free_port,
     listening,
@@ -68,9 +70,11 @@ def promote_by_hand(cluster: PgCluster, node: PgNode) -> None:
 
 
 class HAProxy:
-    """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes."""
+    """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes.
+    It runs on `host` and listens on its address."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: Host = LOCAL) -> None:
+        self.host = host
         self.dir = service_dir("haproxy")
         self.port = free_port()
         self.config = self.dir / "haproxy.cfg"
@@ -95,7 +99,7 @@ class HAProxy:
         """A config routing :port to one PostgreSQL server, as the smoke test needs."""
         self.config.write_text(
             self.global_section()
-            + f"listen postgres\n    bind 127.0.0.1:{self.port}\n"
+            + f"listen postgres\n    bind {self.host.address}:{self.port}\n"
             + f"    server primary 127.0.0.1:{primary_port} check inter 500ms\n"
         )
 
@@ -112,15 +116,19 @@ class HAProxy:
             "params": {
                 "stats_socket": str(self.stats_socket),
                 "server_state_file": str(self.dir / "server-state"),
-                "bind": "127.0.0.1",
+                "bind": self.host.address,
                 "ports": {"main": self.port},
             },
         }
 
     def start(self) -> HAProxy:
         argv = [HAPROXY, "-W", "-S", str(self.master_socket), "-f", str(self.config)]
-        self.proc = Proc("haproxy", argv, log=self.dir / "haproxy.log", cwd=self.dir).start()
-        wait_until(lambda: listening(self.port), timeout=10, what="HAProxy to listen")
+        self.proc = Proc(
+            "haproxy", argv, log=self.dir / "haproxy.log", cwd=self.dir, host=self.host
+        ).start()
+        wait_until(
+            lambda: listening(self.port, self.host.address), timeout=10, what="HAProxy to listen"
+        )
         wait_until(
             lambda: "worker" in self.master("show proc"), timeout=10, what="HAProxy's master"
         )
@@ -144,9 +152,11 @@ class HAProxy:
 
 
 class PgBouncer:
-    """PgBouncer with an admin console; `[databases]` comes from an %include file tests rewrite."""
+    """PgBouncer with an admin console; `[databases]` comes from an %include file tests rewrite.
+    It runs on `host` and listens on its address."""
 
-    def __init__(self, pool_mode: str = "transaction") -> None:
+    def __init__(self, pool_mode: str = "transaction", host: Host = LOCAL) -> None:
+        self.host = host
         self.dir = service_dir("pgbouncer")
         self.port = free_port()
         self.ini = self.dir / "pgbouncer.ini"
@@ -161,7 +171,7 @@ class PgBouncer:
             self.ini,
             f"%include {self.databases}\n"
             "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
+            f"listen_addr = {self.host.address}\n"
             f"listen_port = {self.port}\n"
             "unix_socket_dir =\n"
             "auth_type = trust\n"
@@ -179,7 +189,7 @@ class PgBouncer:
             "name": "pgbouncer",
             "template": str(CONF_D / "pgbouncer-databases.ini.j2"),
             "dest": str(self.databases),
-            "admin": {"host": "127.0.0.1", "port": self.port, "user": PGBOUNCER_ADMIN},
+            "admin": {"host": self.host.address, "port": self.port, "user": PGBOUNCER_ADMIN},
             "cut": cut,
             "clusters": ["main"],
             "params": {"databases": {"main": ["repmgr"]}},
@@ -194,14 +204,17 @@ class PgBouncer:
             cwd=self.dir,
             env=service_env(self.dir),
             service=True,
+            host=self.host,
         ).start()
-        wait_until(lambda: listening(self.port), timeout=10, what="PgBouncer to listen")
+        wait_until(
+            lambda: listening(self.port, self.host.address), timeout=10, what="PgBouncer to listen"
+        )
         return self
 
     def admin(self, command: str) -> list[tuple[object, ...]]:
         """Run one admin-console command (simple query protocol only)."""
         with psycopg.connect(
-            host="127.0.0.1",
+            host=self.host.address,
             port=self.port,
             dbname="pgbouncer",
             user=PGBOUNCER_ADMIN,

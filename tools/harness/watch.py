@@ -14,7 +14,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
 from agrajag.record import MasterRecord, WatcherAck
-from tools.harness.procs import Proc, free_port
+from tools.harness.procs import LOCAL, Host, Proc, free_port
 from tools.harness.shipped import AGRAJAG, CONF_D, example
 
 ROOT = "/agrajag"
@@ -57,9 +57,17 @@ def master(
 class WatchProc:
     """One `agrajag watch` process in `home`, with conf.d/watch.example.yaml's settings
     except where a test has to differ: ZooKeeper, agent, paths, timings; and by default only
-    the example's template sink (conf.d/primary.env.j2 into `dest`)."""
+    the example's template sink (conf.d/primary.env.j2 into `dest`). It runs on `host`."""
 
-    def __init__(self, home: Path, zk_hosts: str, *, agent: str = "app1", **overrides: Any) -> None:
+    def __init__(
+        self,
+        home: Path,
+        zk_hosts: str,
+        *,
+        agent: str = "app1",
+        host: Host = LOCAL,
+        **overrides: Any,
+    ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.agent = agent
@@ -82,6 +90,7 @@ class WatchProc:
             [AGRAJAG, "--log-level", "DEBUG", "watch", "--config", str(self.config)],
             log=self.log,
             cwd=home,
+            host=host,
         )
 
     def start(self) -> WatchProc:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
-from tools.harness.procs import Proc, free_port, service_dir, wait_until
+from tools.harness.procs import LOCAL, Host, Proc, free_port, service_dir, wait_until
 
 CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
 TICK_MS = 500  # sessions may then last 1 s to 10 s (the server clamps to [2, 20] ticks)
 
 
-def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
+def four_letter(port: int, word: str, timeout: float = 1.0, address: str = "127.0.0.1") -> str:
     """Ask a ZooKeeper server a four-letter word (`ruok`, `srvr`, `mntr`)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection((address, port), timeout=timeout) as s:
         s.sendall(word.encode())
         chunks = []
         while chunk := s.recv(4096):
@@ -24,8 +25,19 @@ def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
 class ZkServer:
     """One ZooKeeper server process; a member of an ensemble when `peers` is given."""
 
-    def __init__(self, base: Path, myid: int = 1, peers: dict[int, tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        base: Path,
+        myid: int = 1,
+        peers: dict[int, tuple[int, int]] | None = None,
+        *,
+        host: Host = LOCAL,
+        peer_addresses: dict[int, str] | None = None,
+    ):
+        """`peers` maps each member's id to its quorum and election ports, `peer_addresses`
+        to its address (default: all on 127.0.0.1); this server binds `host.address`."""
         self.myid = myid
+        self.host = host
         self.dir = base / f"zk{myid}"
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "data").mkdir(exist_ok=True)
@@ -37,7 +49,7 @@ class ZkServer:
             "syncLimit=5",
             f"dataDir={self.dir / 'data'}",
             f"clientPort={self.port}",
-            "clientPortAddress=127.0.0.1",
+            f"clientPortAddress={host.address}",
             "admin.enableServer=false",
             "4lw.commands.whitelist=ruok,stat,mntr,srvr",
             "maxClientCnxns=0",
@@ -45,14 +57,18 @@ class ZkServer:
         ]
         if peers:
             (self.dir / "data" / "myid").write_text(f"{myid}\n")
-            lines += [f"server.{i}=127.0.0.1:{q}:{e}" for i, (q, e) in sorted(peers.items())]
+            where = peer_addresses or {}
+            lines += [
+                f"server.{i}={where.get(i, '127.0.0.1')}:{q}:{e}"
+                for i, (q, e) in sorted(peers.items())
+            ]
         self.cfg = self.dir / "zoo.cfg"
         self.cfg.write_text("\n".join(lines) + "\n")
         self.proc: Proc | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host.address}:{self.port}"
 
     def start(self) -> None:
         argv = [
@@ -67,14 +83,18 @@ class ZkServer:
             str(self.cfg),
         ]
         self.proc = Proc(
-            f"zookeeper-{self.myid}", argv, log=self.dir / "zookeeper.log", cwd=self.dir
+            f"zookeeper-{self.myid}",
+            argv,
+            log=self.dir / "zookeeper.log",
+            cwd=self.dir,
+            host=self.host,
         )
         self.proc.start()
 
     def serving(self) -> bool:
         """True when the server answers client requests (standalone, leader or follower)."""
         try:
-            info = four_letter(self.port, "srvr")
+            info = four_letter(self.port, "srvr", address=self.host.address)
         except OSError:
             return False
         return "Mode: standalone" in info or "Mode: leader" in info or "Mode: follower" in info
@@ -102,10 +122,16 @@ class ZkServer:
 class ZkEnsemble:
     """N ZooKeeper servers forming one ensemble; each can be stopped, killed, frozen, resumed."""
 
-    def __init__(self, size: int = 3):
+    def __init__(self, size: int = 3, hosts: Sequence[Host] = ()):
+        """`hosts` puts server i on hosts[i] (default: all on loopback)."""
         base = service_dir("zk")
         peers = {i: (free_port(), free_port()) for i in range(1, size + 1)}
-        self.servers = [ZkServer(base, i, peers if size > 1 else None) for i in range(1, size + 1)]
+        where = {i: hosts[i - 1] if hosts else LOCAL for i in range(1, size + 1)}
+        addresses = {i: h.address for i, h in where.items()}
+        self.servers = [
+            ZkServer(base, i, peers if size > 1 else None, host=where[i], peer_addresses=addresses)
+            for i in range(1, size + 1)
+        ]
 
     @property
     def hosts(self) -> str:

@@ -1,0 +1,173 @@
+"""The whole system on simulated hosts (`tools.harness.netns`), as it is deployed: DB nodes
+db1..dbN (PostgreSQL + repmgrd + `agrajag daemon`), ZooKeeper servers zk1..zkN, and app hosts
+(HAProxy, PgBouncer and `agrajag watch` driving both), each in its own namespace.
+
+`System` must be built and used from a thread that entered the topology's observer
+(`with topology.entered():`), which is how the harness reaches the hosts' addresses.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from agrajag.sinks.haproxy import HAProxySink
+from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
+from tools.harness.netns import NETWORK, Topology
+from tools.harness.postgres import PgCluster, PgNode
+from tools.harness.procs import Host, service_dir, signal_tree, wait_until
+from tools.harness.proxies import HAProxy, PgBouncer
+from tools.harness.shipped import CONF_D
+from tools.harness.watch import WatchProc
+from tools.harness.zookeeper import ZkEnsemble
+
+#: The database the clients write to through the proxies (PgBouncer serves it as `repmgr`).
+DBNAME = "repmgr"
+
+
+@dataclass
+class AppHost:
+    """One application host: HAProxy and PgBouncer, and the watcher that points them."""
+
+    name: str
+    host: Host
+    haproxy: HAProxy
+    pgbouncer: PgBouncer
+    watcher: WatchProc
+
+    @property
+    def address(self) -> str:
+        return self.host.address
+
+
+class System:
+    """Every process of a deployment on its own host; see the module's docstring."""
+
+    def __init__(self, topology: Topology, *, db: int = 3, zk: int = 3, apps: int = 1) -> None:
+        self.topology = topology
+        self.db_names = [f"db{i}" for i in range(1, db + 1)]
+        self.zk_names = [f"zk{i}" for i in range(1, zk + 1)]
+        self.app_names = [f"app{i}" for i in range(1, apps + 1)]
+        self.zk = ZkEnsemble(zk, hosts=[topology.host(n) for n in self.zk_names])
+        self.cluster = PgCluster(
+            db,
+            event_command=EVENT_COMMAND,
+            pg_ctl_promote=True,
+            hosts=[topology.host(n) for n in self.db_names],
+            network=NETWORK,
+        )
+        self.daemons: dict[str, DaemonProc] = {}
+        self.apps: dict[str, AppHost] = {}
+
+    @staticmethod
+    def host_names(*, db: int = 3, zk: int = 3, apps: int = 1) -> list[str]:
+        """The topology's hosts for a system of this size."""
+        return (
+            [f"db{i}" for i in range(1, db + 1)]
+            + [f"zk{i}" for i in range(1, zk + 1)]
+            + [f"app{i}" for i in range(1, apps + 1)]
+        )
+
+    def db_host(self, node: PgNode) -> str:
+        """The topology's name of the host `node` runs on."""
+        return self.db_names[node.node_id - 1]
+
+    def node_on(self, host: str) -> PgNode:
+        return self.cluster.nodes[self.db_names.index(host)]
+
+    def start(self) -> System:
+        self.zk.start()
+        self.cluster.create()
+        self.cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
+        self.cluster.start_repmgrd()
+        for node in self.cluster.nodes:
+            self.daemons[node.name] = DaemonProc(node, self.zk.hosts).start()
+        for name in self.app_names:
+            self.apps[name] = self._start_app(name)
+        return self
+
+    def _start_app(self, name: str) -> AppHost:
+        host = self.topology.host(name)
+        haproxy = HAProxy(host)
+        section = {"type": "haproxy", **haproxy.sink_section()}
+        haproxy.config.write_text(HAProxySink.from_mapping(section, name).render({}))
+        haproxy.start()
+        bouncer = PgBouncer(host=host)
+        bouncer.write_config("")
+        bouncer.start()
+        bouncer_section = {"type": "pgbouncer", **bouncer.sink_section("reconnect")}
+        watcher = WatchProc(
+            Path(service_dir(f"watch-{name}")),
+            self.zk.hosts,
+            agent=name,
+            host=host,
+            sinks=[section, bouncer_section],
+            reconcile_interval_s=1,
+        ).start()
+        return AppHost(name, host, haproxy, bouncer, watcher)
+
+    def crash_node(self, node: PgNode) -> None:
+        """A power cut: PostgreSQL (every backend), repmgrd and the daemon SIGKILLed at once."""
+        pid = node.postmaster_pid()
+        if pid and node.running():
+            signal_tree(pid, signal.SIGKILL)
+        if node.repmgrd:
+            node.repmgrd.kill()
+        self.daemons[node.name].proc.kill()
+
+    def wait_routed(self, node: PgNode, timeout: float = 60) -> None:
+        """Wait until every app host's HAProxy and PgBouncer send new clients to `node`."""
+        for app in self.apps.values():
+            for port in (app.haproxy.port, app.pgbouncer.port):
+                wait_until(
+                    functools.partial(_routes_to, app.address, port, node.port),
+                    timeout=timeout,
+                    what=f"{app.name}:{port} to route to {node.name}",
+                    interval=0.2,
+                )
+
+    def stop(self) -> None:
+        """Stop everything by PID (namespaces are the topology's to delete)."""
+        for app in self.apps.values():
+            app.watcher.stop()
+            app.haproxy.stop()
+            app.pgbouncer.stop()
+        for daemon in self.daemons.values():
+            daemon.stop()
+        self.cluster.destroy()
+        for server in self.zk.servers:
+            if server.proc:
+                server.proc.resume()
+        self.zk.stop()
+
+
+def connect(address: str, port: int, timeout: int = 2) -> psycopg.Connection[tuple[object, ...]]:
+    """A client of the `repmgr` database at address:port (a proxy or a node), no prepared
+    statements so it also works through transaction pooling."""
+    return psycopg.connect(
+        host=address,
+        port=port,
+        dbname=DBNAME,
+        user="repmgr",
+        connect_timeout=timeout,
+        autocommit=True,
+        prepare_threshold=None,
+    )
+
+
+def served_by(address: str, port: int) -> int | None:
+    """The port of the PostgreSQL server a new client of address:port lands on, if it is a
+    writable primary; None otherwise."""
+    with connect(address, port) as conn:
+        row = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
+    if row is None or row[1]:
+        return None
+    return int(str(row[0]))
+
+
+def _routes_to(address: str, port: int, server_port: int) -> bool:
+    return served_by(address, port) == server_port

@@ -1,0 +1,248 @@
+"""Judge a whole campaign history (tools.campaign.history) after the fact: pure functions of
+the recorded values, each rule one function returning the violations it found."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from tools.campaign.history import History, PgSample, Record, Write
+
+#: How far from a record's publication a sample of its node may be and still speak for it
+#: (the recorder samples every node several times a second; a frozen one answers no more).
+EVIDENCE_WINDOW_S = 3.0
+#: How long after the faults heal (or a record is published, if later) every watcher must
+#: have acknowledged the newest record.
+CONVERGENCE_BOUND_S = 10.0
+
+_ROUTES = {
+    "haproxy": re.compile(r"^\s*server primary (\S+):(\d+)", re.MULTILINE),
+    "pgbouncer": re.compile(r"^\S+ = host=(\S+) port=(\d+)", re.MULTILINE),
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    at: float
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.rule} at {self.at:.3f}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """The client writes of one run: how many were acknowledged, and of the acknowledged ones
+    missing at the end, how many asynchronous replication explains (acknowledged by a primary
+    that a failover later replaced) and how many it does not."""
+
+    attempted: int
+    acknowledged: int
+    lost_to_failover: int
+    lost_otherwise: int
+
+
+def routes(sink: str, text: str) -> list[tuple[str, int]]:
+    """The (host, port) a proxy config routes to (HAProxy's server line, PgBouncer's database)."""
+    return [(host, int(port)) for host, port in _ROUTES[sink].findall(text)]
+
+
+def published_non_primary(h: History) -> list[Violation]:
+    """A record must name a node PostgreSQL had as the writable primary on the record's
+    timeline when it was published: the node's last sample before or first sample after the
+    publication (within the evidence window) must say so."""
+    by_node: dict[str, list[PgSample]] = defaultdict(list)
+    for sample in sorted(h.pg, key=lambda s: s.at):
+        by_node[sample.node].append(sample)
+    found = []
+    for r in h.records:
+        samples = by_node.get(r.node, [])
+        i = bisect.bisect_left([s.at for s in samples], r.at)
+        near = [s for s in samples[max(i - 1, 0) : i + 1] if abs(s.at - r.at) <= EVIDENCE_WINDOW_S]
+        if not any(_confirms(s, r) for s in near):
+            seen = ", ".join(f"{s.state}/tl{s.timeline} at {s.at - r.at:+.2f}s" for s in near)
+            found.append(
+                Violation(
+                    "published_non_primary",
+                    r.at,
+                    f"epoch {r.epoch} names {r.node} on timeline {r.timeline}; "
+                    f"PostgreSQL said: {seen or 'nothing within the evidence window'}",
+                )
+            )
+    return found
+
+
+def _confirms(sample: PgSample, record: Record) -> bool:
+    return sample.state == "primary" and record.timeline in (None, sample.timeline)
+
+
+def epochs_not_increasing(h: History) -> list[Violation]:
+    """Epochs go strictly up, in history/ sequence order and in the order a watch saw them."""
+    found = []
+    for source, items in (("history", h.records), ("watch", h.seen)):
+        seq = [(i.at, i.epoch, i.node) for i in items]
+        for (_, before, _), (at, epoch, node) in itertools.pairwise(seq):
+            if epoch <= before:
+                found.append(
+                    Violation(
+                        "epochs_not_increasing",
+                        at,
+                        f"{source}: epoch {epoch} ({node}) after {before}",
+                    )
+                )
+    return found
+
+
+def two_masters_one_timeline(h: History) -> list[Violation]:
+    """One timeline has one primary: in the records, and in what PostgreSQL said at once."""
+    found = []
+    named: dict[int, str] = {}
+    for r in h.records:
+        if r.timeline is None:
+            continue
+        first = named.setdefault(r.timeline, r.node)
+        if first != r.node:
+            found.append(
+                Violation(
+                    "two_masters_one_timeline",
+                    r.at,
+                    f"records name {first} and {r.node} on timeline {r.timeline}",
+                )
+            )
+    last: dict[int, PgSample] = {}
+    for s in sorted(h.pg, key=lambda s: s.at):
+        if s.state != "primary" or s.timeline is None:
+            continue
+        other = last.get(s.timeline)
+        if other and other.node != s.node and s.at - other.at <= 1.0:
+            found.append(
+                Violation(
+                    "two_masters_one_timeline",
+                    s.at,
+                    f"{other.node} and {s.node} both writable on timeline {s.timeline}",
+                )
+            )
+        last[s.timeline] = s
+    return found
+
+
+def _quiet_from(h: History, t: float) -> float:
+    """The first moment at or after `t` when no fault is active."""
+    moved = True
+    while moved:
+        moved = False
+        for f in h.faults:
+            if f.start <= t < f.end:
+                t, moved = f.end, True
+    return t
+
+
+def watcher_not_converged(h: History, bound: float = CONVERGENCE_BOUND_S) -> list[Violation]:
+    """Once no fault is active, every watcher acknowledges each record within `bound` (of
+    the heal, or of the publication if later), when the quiet lasts that long."""
+    found = []
+    for r in h.records:
+        quiet = _quiet_from(h, r.at)
+        deadline = quiet + bound
+        if deadline > h.end or any(quiet < f.start < deadline for f in h.faults):
+            continue
+        for app in h.apps:
+            if not any(
+                a.app == app and a.epoch is not None and a.epoch >= r.epoch and a.at <= deadline
+                for a in h.acks
+            ):
+                found.append(
+                    Violation(
+                        "watcher_not_converged",
+                        deadline,
+                        f"{app} had not acknowledged epoch {r.epoch} ({r.node}) "
+                        f"{bound:.0f}s after the faults healed",
+                    )
+                )
+    return found
+
+
+def bad_proxy_config(h: History) -> list[Violation]:
+    """No proxy config is ever blank or invalid, routes nowhere once it has routed, or
+    routes to an address no record published."""
+    found = []
+    routed: set[tuple[str, str]] = set()
+    for c in sorted(h.configs, key=lambda c: c.at):
+        where = routes(c.sink, c.text)
+        published = {(r.host, r.port) for r in h.records if r.at <= c.at}
+        problem = ""
+        if not c.text.strip():
+            problem = "blank"
+        elif not c.valid:
+            problem = f"invalid ({c.detail})"
+        elif not where and (c.app, c.sink) in routed:
+            problem = "routes nowhere"
+        elif any(w not in published for w in where):
+            problem = f"routes to {where}, never published"
+        routed |= {(c.app, c.sink)} if where else set()
+        if problem:
+            found.append(Violation("bad_proxy_config", c.at, f"{c.app} {c.sink}: {problem}"))
+    return found
+
+
+def process_exited(h: History) -> list[Violation]:
+    """No agrajag process ends but by the campaign's own hand."""
+    return [
+        Violation("process_exited", e.at, f"{e.name} exited with {e.code}")
+        for e in h.exits
+        if not e.expected
+    ]
+
+
+def write_report(h: History) -> WriteReport:
+    present = set(h.present)
+    lost = [w for w in h.writes if w.ok and (w.client, w.seq) not in present]
+    explained = [w for w in lost if _failed_over_after(h.records, w)]
+    return WriteReport(
+        attempted=len(h.writes),
+        acknowledged=sum(w.ok for w in h.writes),
+        lost_to_failover=len(explained),
+        lost_otherwise=len(lost) - len(explained),
+    )
+
+
+def _failed_over_after(records: Iterable[Record], w: Write) -> bool:
+    """Asynchronous replication may lose what a primary acknowledged before a failover to
+    another node: a record published after the write names a node other than its writer."""
+    return any(r.at > w.at and r.node != w.node for r in records)
+
+
+def lost_writes(h: History) -> list[Violation]:
+    """Acknowledged writes missing at the end that no later failover explains."""
+    present = set(h.present)
+    return [
+        Violation(
+            "lost_write",
+            w.at,
+            f"{w.client}#{w.seq} acknowledged by {w.node} on timeline {w.timeline}, "
+            "missing at the end, no failover after it",
+        )
+        for w in h.writes
+        if w.ok and (w.client, w.seq) not in present and not _failed_over_after(h.records, w)
+    ]
+
+
+RULES: list[Callable[[History], list[Violation]]] = [
+    published_non_primary,
+    epochs_not_increasing,
+    two_masters_one_timeline,
+    watcher_not_converged,
+    bad_proxy_config,
+    process_exited,
+    lost_writes,
+]
+
+
+def check(h: History) -> list[Violation]:
+    """Every violation of every rule, in time order."""
+    return sorted((v for rule in RULES for v in rule(h)), key=lambda v: v.at)

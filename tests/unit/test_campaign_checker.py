@@ -73,7 +73,12 @@ def test_a_clean_history_passes_and_its_async_loss_is_reported() -> None:
     h = clean()
     assert check(h) == []
     assert write_report(h) == WriteReport(
-        attempted=4, acknowledged=3, lost_to_failover=1, lost_otherwise=0
+        attempted=4,
+        acknowledged=3,
+        acknowledged_superseded=0,
+        lost_to_failover=1,
+        lost_to_split_brain=0,
+        lost_otherwise=0,
     )
 
 
@@ -158,3 +163,20 @@ def test_routes_reads_both_proxies() -> None:
     assert routes("haproxy", haproxy("node2")) == [("10.250.0.2", 5432)]
     text = "[databases]\nrepmgr = host=db1 port=5433 dbname=repmgr\n"
     assert routes("pgbouncer", text) == [("db1", 5433)]
+
+
+def test_writes_to_a_primary_long_after_a_newer_timeline_was_writable_are_found() -> None:
+    h = clean()
+    h.pg = [s for s in h.pg if not (s.node == "node1" and s.state == "down")]
+    h.pg += [PgSample(t, "node1", "primary", 1) for t in (23.0, 26.0)]  # back, not rejoined
+    h.writes += [Write(t, "haproxy", int(t), True, "node1", 1) for t in (23.5, 24.5, 26.0)]
+    assert rules(h) == ["write_to_superseded_primary"]  # 26.0 is 3.2 s after node2's 22.8
+    report = write_report(h)
+    assert (report.acknowledged_superseded, report.lost_to_split_brain) == (3, 3)
+
+
+def test_writes_within_the_switch_bound_are_only_reported() -> None:
+    h = clean()
+    h.writes.append(Write(23.5, "haproxy", 5, True, "node1", 1))
+    assert check(h) == []
+    assert write_report(h).lost_to_split_brain == 1

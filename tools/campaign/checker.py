@@ -15,6 +15,10 @@ from tools.campaign.history import History, PgSample, Record, Write
 #: How far from a record's publication a sample of its node may be and still speak for it
 #: (the recorder samples every node several times a second; a frozen one answers no more).
 EVIDENCE_WINDOW_S = 3.0
+#: How long a primary may go on taking writes after another node was promoted on a newer
+#: timeline: the time to publish the new primary and for the proxies to switch (repmgr does
+#: not fence the old one, agrajag's routing is what ends the split brain).
+SUPERSEDED_WRITE_BOUND_S = 2.0
 #: How long after the faults heal (or a record is published, if later) every watcher must
 #: have acknowledged the newest record.
 CONVERGENCE_BOUND_S = 10.0
@@ -37,13 +41,16 @@ class Violation:
 
 @dataclass(frozen=True)
 class WriteReport:
-    """The client writes of one run: how many were acknowledged, and of the acknowledged ones
-    missing at the end, how many asynchronous replication explains (acknowledged by a primary
-    that a failover later replaced) and how many it does not."""
+    """The client writes of one run. Of the acknowledged ones: how many a primary took after
+    another node was promoted on a newer timeline (a split brain: repmgr does not fence), and
+    of those missing at the end, how many asynchronous replication explains (acknowledged
+    before a failover to another node), how many the split brain does, and the rest."""
 
     attempted: int
     acknowledged: int
+    acknowledged_superseded: int
     lost_to_failover: int
+    lost_to_split_brain: int
     lost_otherwise: int
 
 
@@ -199,27 +206,64 @@ def process_exited(h: History) -> list[Violation]:
     ]
 
 
-def write_report(h: History) -> WriteReport:
+def promotions(h: History) -> dict[tuple[str, int], float]:
+    """When each (node, timeline) was first seen writable."""
+    first: dict[tuple[str, int], float] = {}
+    for sample in h.pg:
+        if sample.state == "primary" and sample.timeline is not None:
+            key = (sample.node, sample.timeline)
+            first[key] = min(first.get(key, sample.at), sample.at)
+    return first
+
+
+def _classify(h: History) -> dict[str, list[Write]]:
     present = set(h.present)
-    lost = [w for w in h.writes if w.ok and (w.client, w.seq) not in present]
-    explained = [w for w in lost if _failed_over_after(h.records, w)]
+    first = promotions(h)
+    kinds: dict[str, list[Write]] = defaultdict(list)
+    for w in h.writes:
+        if not w.ok:
+            continue
+        newer = [
+            at
+            for (node, tl), at in first.items()
+            if w.timeline is not None and node != w.node and tl > w.timeline
+        ]
+        superseded = min(newer, default=w.at)
+        after = w.at > superseded
+        if after:
+            kinds["superseded"].append(w)
+        if w.at > superseded + SUPERSEDED_WRITE_BOUND_S:
+            kinds["late"].append(w)
+        if (w.client, w.seq) in present:
+            continue
+        if after:
+            kinds["lost_split_brain"].append(w)
+        elif _failed_over_after(h.records, w):
+            kinds["lost_failover"].append(w)
+        else:
+            kinds["lost_otherwise"].append(w)
+    return kinds
+
+
+def write_report(h: History) -> WriteReport:
+    kinds = _classify(h)
     return WriteReport(
         attempted=len(h.writes),
         acknowledged=sum(w.ok for w in h.writes),
-        lost_to_failover=len(explained),
-        lost_otherwise=len(lost) - len(explained),
+        acknowledged_superseded=len(kinds["superseded"]),
+        lost_to_failover=len(kinds["lost_failover"]),
+        lost_to_split_brain=len(kinds["lost_split_brain"]),
+        lost_otherwise=len(kinds["lost_otherwise"]),
     )
 
 
 def _failed_over_after(records: Iterable[Record], w: Write) -> bool:
-    """Asynchronous replication may lose what a primary acknowledged before a failover to
-    another node: a record published after the write names a node other than its writer."""
+    """A record published after the write names a node other than its writer."""
     return any(r.at > w.at and r.node != w.node for r in records)
 
 
 def lost_writes(h: History) -> list[Violation]:
     """Acknowledged writes missing at the end that no later failover explains."""
-    present = set(h.present)
     return [
         Violation(
             "lost_write",
@@ -227,8 +271,25 @@ def lost_writes(h: History) -> list[Violation]:
             f"{w.client}#{w.seq} acknowledged by {w.node} on timeline {w.timeline}, "
             "missing at the end, no failover after it",
         )
-        for w in h.writes
-        if w.ok and (w.client, w.seq) not in present and not _failed_over_after(h.records, w)
+        for w in _classify(h)["lost_otherwise"]
+    ]
+
+
+def superseded_writes(h: History) -> list[Violation]:
+    """A primary that another node superseded on a newer timeline takes writes through the
+    proxies for no longer than the bound (one violation per client and superseded primary)."""
+    groups: dict[tuple[str, str | None, int | None], list[Write]] = defaultdict(list)
+    for w in _classify(h)["late"]:
+        groups[(w.client, w.node, w.timeline)].append(w)
+    return [
+        Violation(
+            "write_to_superseded_primary",
+            ws[0].at,
+            f"{client}: {len(ws)} writes acknowledged by {node} on timeline {tl} more than "
+            f"{SUPERSEDED_WRITE_BOUND_S:.0f}s after a newer timeline was writable, over "
+            f"{ws[-1].at - ws[0].at:.1f}s",
+        )
+        for (client, node, tl), ws in groups.items()
     ]
 
 
@@ -240,6 +301,7 @@ RULES: list[Callable[[History], list[Violation]]] = [
     bad_proxy_config,
     process_exited,
     lost_writes,
+    superseded_writes,
 ]
 
 

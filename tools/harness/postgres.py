@@ -306,31 +306,38 @@ class PgCluster:
         )
         primary.repmgr("primary", "register")
         for node in standbys:
-            node.repmgr(
-                "-h",
-                primary.host.address,
-                "-p",
-                str(primary.port),
-                "-U",
-                "repmgr",
-                "-d",
-                "repmgr",
-                "standby",
-                "clone",
-                "--fast-checkpoint",
-            )
-            conf = node.datadir / "postgresql.conf"
-            own = f"port = {node.port}\nlisten_addresses = '{node.host.address}'\n"
-            write_service_file(conf, conf.read_text() + own)
-            node.start()
-            # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
-            wait_until(
-                functools.partial(_streaming_to, primary, node.name),
-                timeout=60,
-                what=f"{node.name} to stream from {primary.name}",
-            )
-            node.repmgr("standby", "register", "--wait-sync=30")
+            self.clone_standby(node, primary)
         return self
+
+    def clone_standby(self, node: PgNode, primary: PgNode, *, force: bool = False) -> None:
+        """Clone `node` from `primary`, start and register it (`force`: over a node that was
+        registered before, e.g. a former primary coming back as a standby)."""
+        again = ("--force",) if force else ()
+        node.repmgr(
+            "-h",
+            primary.host.address,
+            "-p",
+            str(primary.port),
+            "-U",
+            "repmgr",
+            "-d",
+            "repmgr",
+            "standby",
+            "clone",
+            "--fast-checkpoint",
+            *again,
+        )
+        conf = node.datadir / "postgresql.conf"
+        own = f"port = {node.port}\nlisten_addresses = '{node.host.address}'\n"
+        write_service_file(conf, conf.read_text() + own)
+        node.start()
+        # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
+        wait_until(
+            functools.partial(_streaming_to, primary, node.name),
+            timeout=60,
+            what=f"{node.name} to stream from {primary.name}",
+        )
+        node.repmgr("standby", "register", "--wait-sync=30", *again)
 
     def start_repmgrd(self) -> None:
         for node in self.nodes:

@@ -19,7 +19,7 @@ from agrajag.sinks.haproxy import HAProxySink
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
 from tools.harness.netns import NETWORK, Topology
 from tools.harness.postgres import PgCluster, PgNode
-from tools.harness.procs import Host, service_dir, signal_tree, wait_until
+from tools.harness.procs import Host, run_service, service_dir, signal_tree, wait_until
 from tools.harness.proxies import HAProxy, PgBouncer
 from tools.harness.shipped import CONF_D
 from tools.harness.watch import WatchProc
@@ -118,6 +118,32 @@ class System:
         if node.repmgrd:
             node.repmgrd.kill()
         self.daemons[node.name].proc.kill()
+
+    def primary_besides(self, node: PgNode | None = None) -> PgNode | None:
+        """The one writable node other than `node`, if there is exactly one."""
+        others = [n for n in self.cluster.writable() if n is not node]
+        return others[0] if len(others) == 1 else None
+
+    def rejoin(self, node: PgNode, timeout: float = 60) -> PgNode:
+        """Make `node` a standby of the current primary again, whatever it was (crashed,
+        frozen, a former primary still taking writes): stopped, wiped, cloned afresh and
+        registered, repmgrd restarted. Returns the primary it follows."""
+        primary = wait_until(
+            lambda: self.primary_besides(node),
+            timeout=timeout,
+            what=f"one primary besides {node.name} to rejoin it to",
+            interval=0.5,
+        )
+        node.stop_repmgrd()
+        pid = node.postmaster_pid()
+        if pid and node.running():
+            signal_tree(pid, signal.SIGCONT)
+            signal_tree(pid, signal.SIGKILL)
+            wait_until(lambda: not node.running(), timeout=10, what=f"{node.name} to die")
+        run_service(["rm", "-rf", str(node.datadir)], node.dir)
+        self.cluster.clone_standby(node, primary, force=True)
+        node.start_repmgrd()
+        return primary
 
     def wait_routed(self, node: PgNode, timeout: float = 60) -> None:
         """Wait until every app host's HAProxy and PgBouncer send new clients to `node`."""

@@ -180,3 +180,13 @@ def test_writes_within_the_switch_bound_are_only_reported() -> None:
     h.writes.append(Write(23.5, "haproxy", 5, True, "node1", 1))
     assert check(h) == []
     assert write_report(h).lost_to_split_brain == 1
+
+
+def test_a_timeline_number_reused_after_its_fork_was_wiped_supersedes_nothing() -> None:
+    h = clean()  # node2 reigns on timeline 2 from 22.8; say node1 had been on 3 before
+    h.pg += [PgSample(t, "node1", "primary", 3) for t in (12.0, 13.0)]
+    h.pg += [PgSample(14.0, "node1", "standby")]  # wiped, re-cloned
+    h.pg.sort(key=lambda s: s.at)
+    h.writes.append(Write(30.0, "haproxy", 6, True, "node2", 2))
+    h.present.append(("haproxy", 6))
+    assert check(h) == []

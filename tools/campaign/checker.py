@@ -206,37 +206,62 @@ def process_exited(h: History) -> list[Violation]:
     ]
 
 
-def promotions(h: History) -> dict[tuple[str, int], float]:
-    """When each (node, timeline) was first seen writable."""
-    first: dict[tuple[str, int], float] = {}
-    for sample in h.pg:
-        if sample.state == "primary" and sample.timeline is not None:
-            key = (sample.node, sample.timeline)
-            first[key] = min(first.get(key, sample.at), sample.at)
-    return first
+@dataclass(frozen=True)
+class Reign:
+    """A node writable on one timeline, from its first to its last such sample (a node that
+    does not answer is not taken to have stopped; one that answers as a standby, or on
+    another timeline, has)."""
+
+    node: str
+    timeline: int
+    start: float
+    end: float
+
+
+def reigns(h: History) -> list[Reign]:
+    found: list[Reign] = []
+    current: dict[str, Reign] = {}
+    for s in sorted(h.pg, key=lambda s: s.at):
+        reign = current.get(s.node)
+        if s.state == "down":
+            continue
+        if reign and (s.state != "primary" or s.timeline != reign.timeline):
+            found.append(current.pop(s.node))
+            reign = None
+        if s.state == "primary" and s.timeline is not None:
+            start = reign.start if reign else s.at
+            current[s.node] = Reign(s.node, s.timeline, start, s.at)
+    return found + list(current.values())
+
+
+def _superseded_since(all_reigns: list[Reign], w: Write) -> float | None:
+    """Since when, at the write, another node reigned on a newer timeline than the write's
+    (a timeline number may come back after a fork is wiped, so only reigns around the write)."""
+    if w.timeline is None:
+        return None
+    starts = [
+        r.start
+        for r in all_reigns
+        if r.node != w.node and r.timeline > w.timeline and r.start < w.at <= r.end + 1.0
+    ]
+    return min(starts, default=None)
 
 
 def _classify(h: History) -> dict[str, list[Write]]:
     present = set(h.present)
-    first = promotions(h)
+    all_reigns = reigns(h)
     kinds: dict[str, list[Write]] = defaultdict(list)
     for w in h.writes:
         if not w.ok:
             continue
-        newer = [
-            at
-            for (node, tl), at in first.items()
-            if w.timeline is not None and node != w.node and tl > w.timeline
-        ]
-        superseded = min(newer, default=w.at)
-        after = w.at > superseded
-        if after:
+        since = _superseded_since(all_reigns, w)
+        if since is not None:
             kinds["superseded"].append(w)
-        if w.at > superseded + SUPERSEDED_WRITE_BOUND_S:
-            kinds["late"].append(w)
+            if w.at > since + SUPERSEDED_WRITE_BOUND_S:
+                kinds["late"].append(w)
         if (w.client, w.seq) in present:
             continue
-        if after:
+        if since is not None:
             kinds["lost_split_brain"].append(w)
         elif _failed_over_after(h.records, w):
             kinds["lost_failover"].append(w)

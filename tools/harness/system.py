@@ -141,7 +141,12 @@ class System:
             signal_tree(pid, signal.SIGKILL)
             wait_until(lambda: not node.running(), timeout=10, what=f"{node.name} to die")
         run_service(["rm", "-rf", str(node.datadir)], node.dir)
-        self.cluster.clone_standby(node, primary, force=True)
+        try:
+            self.cluster.clone_standby(node, primary, force=True)
+        except RuntimeError as exc:
+            log = node.dir / "postgresql.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(f"{exc}\n{log} ends:\n{tail}") from exc
         node.start_repmgrd()
         return primary
 

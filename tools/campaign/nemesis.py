@@ -9,13 +9,12 @@ happens to be primary.
 from __future__ import annotations
 
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tools.harness.postgres import PgNode
-from tools.harness.procs import signal_tree, wait_until
+from tools.harness.procs import wait_until
 from tools.harness.reader import RegistryReader
 from tools.harness.system import System
 from tools.harness.zookeeper import ZkServer, four_letter
@@ -145,9 +144,7 @@ class Nemesis:
 
     def _pg_crash_primary(self, pick: int, hold_s: float) -> Heal:
         node = self.primary()
-        pid = node.postmaster_pid()
-        assert pid
-        signal_tree(pid, signal.SIGKILL)
+        self.system.kill_postgres(node)
         return lambda: self._fence(node)
 
     def _pg_freeze_primary(self, pick: int, hold_s: float) -> Heal:

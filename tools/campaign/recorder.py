@@ -77,6 +77,7 @@ class Recorder:
         self.configs: list[ConfigSample] = []
         self.exits: list[Exit] = []
         self._ended: set[int] = set()
+        self._last_config: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
         self.reader = RegistryReader(system.zk.hosts)
         self.watch_client = KazooClient(hosts=system.zk.hosts, timeout=10)
@@ -86,7 +87,6 @@ class Recorder:
             self._every(0.1, self._sample_configs),
             self._every(0.2, self.sample_exits),
         ]
-        self._last_config: dict[tuple[str, str], str | None] = {}
 
     def _every(self, interval: float, fn: Callable[[], object]) -> threading.Thread:
         def loop() -> None:

@@ -13,6 +13,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from agrajag.sinks.haproxy import HAProxySink
@@ -110,11 +111,21 @@ class System:
         ).start()
         return AppHost(name, host, haproxy, bouncer, watcher)
 
-    def crash_node(self, node: PgNode) -> None:
-        """A power cut: PostgreSQL (every backend), repmgrd and the daemon SIGKILLed at once."""
+    def kill_postgres(self, node: PgNode) -> None:
+        """SIGKILL the postmaster and every backend (frozen or not), as a crash does, and
+        clear what a restart would trip on: a killed postmaster's lock on its Unix socket
+        stays while its process is a zombie nobody has reaped yet."""
         pid = node.postmaster_pid()
         if pid and node.running():
+            signal_tree(pid, signal.SIGCONT)
             signal_tree(pid, signal.SIGKILL)
+            wait_until(lambda: not _alive(pid), timeout=10, what=f"{node.name}'s postmaster to die")
+        for leftover in self.cluster.base.glob(f".s.PGSQL.{node.port}*"):
+            leftover.unlink(missing_ok=True)
+
+    def crash_node(self, node: PgNode) -> None:
+        """A power cut: PostgreSQL (every backend), repmgrd and the daemon SIGKILLed at once."""
+        self.kill_postgres(node)
         if node.repmgrd:
             node.repmgrd.kill()
         self.daemons[node.name].proc.kill()
@@ -135,11 +146,7 @@ class System:
             interval=0.5,
         )
         node.stop_repmgrd()
-        pid = node.postmaster_pid()
-        if pid and node.running():
-            signal_tree(pid, signal.SIGCONT)
-            signal_tree(pid, signal.SIGKILL)
-            wait_until(lambda: not node.running(), timeout=10, what=f"{node.name} to die")
+        self.kill_postgres(node)
         run_service(["rm", "-rf", str(node.datadir)], node.dir)
         try:
             self.cluster.clone_standby(node, primary, force=True)
@@ -202,3 +209,11 @@ def served_by(address: str, port: int) -> int | None:
 
 def _routes_to(address: str, port: int, server_port: int) -> bool:
     return served_by(address, port) == server_port
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

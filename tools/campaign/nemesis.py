@@ -84,12 +84,16 @@ class Nemesis:
     # -- roles -----------------------------------------------------------------------------
 
     def primary(self) -> PgNode:
-        return wait_until(
-            lambda: self.system.primary_besides(None),
-            timeout=60,
-            what="exactly one writable primary",
-            interval=0.5,
-        )
+        """The writable node, or the published one among several (a split brain repmgr made
+        after the last repair, e.g. a promotion that completed after a partition healed)."""
+        return wait_until(self._primary_now, timeout=60, what="a writable primary", interval=0.5)
+
+    def _primary_now(self) -> PgNode | None:
+        writable = self.system.cluster.writable()
+        if len(writable) > 1:
+            published = self._published()
+            return next((n for n in writable if n.name == published), None)
+        return writable[0] if writable else None
 
     def standby(self, pick: int) -> PgNode:
         primary = self.primary()
@@ -251,9 +255,12 @@ class Nemesis:
         node = self.primary()
         host = self.system.db_host(node)
         heal_cut = self._cut(host, [h for h in self.system.db_names if h != host])
+        cut_at = time.monotonic()
 
         def heal() -> None:
             heal_cut()
+            # repmgrd may still be promoting: let it finish before judging who is primary.
+            time.sleep(max(0.0, cut_at + 15 - time.monotonic()))
             self._fence(node)
 
         return heal

@@ -29,23 +29,25 @@ from tools.campaign.nemesis import schedule
 from tools.campaign.run import Outcome, run
 
 
-def outage_by_fault(h: History) -> list[tuple[str, float]]:
-    """(fault kind, longest gap in seconds between two acknowledged writes of one client
-    that overlaps the fault), for every fault."""
+def outage_by_fault(h: History) -> list[tuple[str, str, float]]:
+    """(fault kind, proxy, longest gap in seconds between two acknowledged writes of that
+    proxy's client that overlaps the fault), for every fault and proxy."""
     acked: dict[str, list[float]] = defaultdict(list)
     for w in h.writes:
         if w.ok:
-            acked[w.client].append(w.at)
-    found = []
-    for f in h.faults:
-        gaps = [
-            after - before
-            for times in acked.values()
-            for before, after in itertools.pairwise(times)
-            if after >= f.start and before <= f.end
-        ]
-        found.append((f.kind, max(gaps, default=0.0)))
-    return found
+            acked[w.client.rsplit("-", 1)[-1]].append(w.at)
+    return [
+        (
+            f.kind,
+            proxy,
+            max(
+                (b - a for a, b in itertools.pairwise(times) if b >= f.start and a <= f.end),
+                default=0.0,
+            ),
+        )
+        for f in h.faults
+        for proxy, times in sorted(acked.items())
+    ]
 
 
 def seed_entry(seed: int, steps: int, outcome: Outcome, seconds: float) -> dict[str, Any]:
@@ -58,8 +60,12 @@ def seed_entry(seed: int, steps: int, outcome: Outcome, seconds: float) -> dict[
         "records": len(h.records),
         "failovers": len({(r.node, r.timeline) for r in h.records}) - 1,
         "writes": vars(outcome.writes),
-        "violations": [str(v) for v in outcome.violations],
-        "outages": [{"kind": k, "max_gap_s": round(g, 3)} for k, g in outage_by_fault(h)],
+        "violations": [
+            f"{v.rule} at +{v.at - h.start:.1f}s: {v.detail}" for v in outcome.violations
+        ],
+        "outages": [
+            {"kind": k, "proxy": p, "max_gap_s": round(g, 3)} for k, p, g in outage_by_fault(h)
+        ],
     }
 
 
@@ -67,7 +73,7 @@ def summarize(entries: list[dict[str, Any]], steps: int, minutes: float) -> dict
     by_kind: dict[str, list[float]] = defaultdict(list)
     for entry in entries:
         for outage in entry.get("outages", []):
-            by_kind[outage["kind"]].append(outage["max_gap_s"])
+            by_kind[f"{outage['kind']} {outage['proxy']}"].append(outage["max_gap_s"])
     totals: dict[str, int] = defaultdict(int)
     for entry in entries:
         for key, value in entry.get("writes", {}).items():
@@ -76,7 +82,7 @@ def summarize(entries: list[dict[str, Any]], steps: int, minutes: float) -> dict
         "budget_minutes": minutes,
         "steps_per_seed": steps,
         "seeds": len(entries),
-        "faults": sum(len(e.get("outages", [])) for e in entries),
+        "faults": sum(len(e.get("schedule", [])) for e in entries if "error" not in e),
         "failovers": sum(e.get("failovers", 0) for e in entries),
         "writes": dict(totals),
         "violations": sum(len(e.get("violations", [])) for e in entries),
@@ -104,18 +110,19 @@ def text_summary(report: dict[str, Any]) -> str:
         f"failover (asynchronous replication), {w.get('lost_otherwise', 0)} lost otherwise.",
         f"Violations: {s['violations']}; campaigns that could not run to the end: {s['errors']}.",
         "",
-        "Longest client write outage per fault (s):",
-        f"{'fault':28} {'count':>5} {'p50':>7} {'max':>7}",
+        "Longest client write outage per fault, by the proxy the client writes through (s):",
+        f"{'fault and proxy':38} {'count':>5} {'p50':>7} {'max':>7}",
     ]
     for kind, o in s["outage_by_kind"].items():
-        lines.append(f"{kind:28} {o['count']:>5} {o['p50_s']:>7.2f} {o['max_s']:>7.2f}")
+        lines.append(f"{kind:38} {o['count']:>5} {o['p50_s']:>7.2f} {o['max_s']:>7.2f}")
     for entry in report["seeds"]:
         if entry.get("violations") or "error" in entry:
             lines += ["", f"seed {entry['seed']} ({entry['rerun']}):"]
             lines += [f"  step: {step}" for step in entry["schedule"]]
             lines += [f"  violation: {v}" for v in entry.get("violations", [])]
             if "error" in entry:
-                lines.append(f"  error: {entry['error'].splitlines()[-1]}")
+                last = [ln for ln in entry["error"].splitlines() if ln.strip()][-1]
+                lines.append(f"  error: {last}")
     return "\n".join(lines) + "\n"
 
 

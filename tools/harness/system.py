@@ -113,8 +113,9 @@ class System:
 
     def kill_postgres(self, node: PgNode) -> None:
         """SIGKILL the postmaster and every backend (frozen or not), as a crash does, and
-        clear what a restart would trip on: a killed postmaster's lock on its Unix socket
-        stays while its process is a zombie nobody has reaped yet."""
+        clear what a restart would trip on: a killed postmaster's locks (postmaster.pid, its
+        Unix socket's) stay valid while its process is a zombie nobody has reaped yet (it was
+        reparented when pg_ctl exited), which a rebooted machine would not have."""
         pid = node.postmaster_pid()
         if pid and node.running():
             signal_tree(pid, signal.SIGCONT)
@@ -122,6 +123,7 @@ class System:
             wait_until(lambda: not _alive(pid), timeout=10, what=f"{node.name}'s postmaster to die")
         for leftover in self.cluster.base.glob(f".s.PGSQL.{node.port}*"):
             leftover.unlink(missing_ok=True)
+        (node.datadir / "postmaster.pid").unlink(missing_ok=True)
 
     def crash_node(self, node: PgNode) -> None:
         """A power cut: PostgreSQL (every backend), repmgrd and the daemon SIGKILLed at once."""

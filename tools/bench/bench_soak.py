@@ -106,8 +106,11 @@ def text_summary(report: dict[str, Any]) -> str:
         f"Fault campaign soak: {s['seeds']} seeds x {s['steps_per_seed']} steps, "
         f"{s['faults']} faults, {s['failovers']} failovers published.",
         f"Client writes (HAProxy and PgBouncer): {w.get('attempted', 0)} attempted, "
-        f"{w.get('acknowledged', 0)} acknowledged, {w.get('lost_to_failover', 0)} lost to a "
-        f"failover (asynchronous replication), {w.get('lost_otherwise', 0)} lost otherwise.",
+        f"{w.get('acknowledged', 0)} acknowledged, of which "
+        f"{w.get('acknowledged_superseded', 0)} by a primary another node had superseded; "
+        f"lost: {w.get('lost_to_failover', 0)} to a failover (asynchronous replication), "
+        f"{w.get('lost_to_split_brain', 0)} to a split brain, "
+        f"{w.get('lost_otherwise', 0)} otherwise.",
         f"Violations: {s['violations']}; campaigns that could not run to the end: {s['errors']}.",
         "",
         "Longest client write outage per fault, by the proxy the client writes through (s):",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -25,20 +24,6 @@ from tests.factories import FAILED_OVER, HEALTHY, master_record, probe, repmgr_r
 from tests.fakes import FakeRegistry
 
 W, RO, DOWN = Outcome.WRITABLE, Outcome.READ_ONLY, Outcome.UNREACHABLE
-
-CONFIG = """\
-cluster: main
-node: node3
-zookeeper: {hosts: "127.0.0.1:2181"}
-check: {user: agrajag}
-"""
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> DaemonSettings:
-    path = tmp_path / "daemon.yaml"
-    path.write_text(CONFIG)
-    return DaemonSettings.load(path)
 
 
 def daemon(

@@ -8,9 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-
-import pytest
 
 from agrajag.daemon.decision import Publish, Refuse, Unchanged
 from agrajag.daemon.loop import MAX_READS, Daemon
@@ -24,20 +21,6 @@ from tests.fakes import FakeRegistry
 
 W, RO, SILENT = Outcome.WRITABLE, Outcome.READ_ONLY, Outcome.TIMEOUT
 BOUND_S = 5.0  # a fake waits at most this long for the other side, then fails the test
-
-CONFIG = """\
-cluster: main
-node: node3
-zookeeper: {hosts: "127.0.0.1:2181"}
-check: {user: agrajag}
-"""
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> DaemonSettings:
-    path = tmp_path / "daemon.yaml"
-    path.write_text(CONFIG)
-    return DaemonSettings.load(path)
 
 
 class Io:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from tools.harness import procs
-from tools.harness.agrajag import EVENT_COMMAND
+from tools.harness.agrajag import hooked_cluster
 from tools.harness.postgres import PgCluster
 from tools.harness.proxies import HAProxy, PgBouncer
-from tools.harness.shipped import CONF_D
 from tools.harness.watch import WatchProc
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -53,15 +52,9 @@ def pg_cluster() -> Iterator[PgCluster]:
 @pytest.fixture
 def cluster_with_hook() -> Iterator[PgCluster]:
     """`pg_cluster` set up as agrajag's users run it: repmgr's event hook calls
-    `agrajag notify` on each node, and the heartbeat table of conf.d's SQL exists."""
-    cluster = PgCluster(3, event_command=EVENT_COMMAND)
-    try:
-        cluster.create()
-        cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
-        cluster.start_repmgrd()
+    `agrajag-notify` on each node, and the heartbeat table of conf.d's SQL exists."""
+    with hooked_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

@@ -15,11 +15,10 @@ import pytest
 from kazoo.client import KazooClient
 
 from agrajag.zookeeper_settings import Role
-from tools.harness.agrajag import EVENT_COMMAND, Daemons
+from tools.harness.agrajag import Daemons, hooked_cluster
 from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
 from tools.harness.procs import signal_tree, wait_until
-from tools.harness.shipped import CONF_D
 from tools.harness.silent import silent_host
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -37,14 +36,8 @@ PUBLISHED_WITHIN_S = 2 * CONNECT_TIMEOUT_S + CHECK_DEADLINE_S + 1.0
 
 @pytest.fixture
 def silent_cluster() -> Iterator[PgCluster]:
-    cluster = PgCluster(3, event_command=EVENT_COMMAND, pg_ctl_promote=True, distinct_hosts=True)
-    try:
-        cluster.create()
-        cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
-        cluster.start_repmgrd()
+    with hooked_cluster(pg_ctl_promote=True, distinct_hosts=True) as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 def _record(client: KazooClient) -> dict[str, object] | None:

@@ -58,7 +58,7 @@ from typing import Any
 import psycopg
 from kazoo.client import KazooClient
 
-from tools.bench.failovers import SetupFailed, prepare, run_failovers
+from tools.bench.failovers import SetupFailed, prepare, run_failovers, wait_settled
 from tools.harness.agrajag import EVENT_COMMAND, EVENT_COMMAND_CLI, DaemonProc
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import wait_until
@@ -230,15 +230,7 @@ def one_failover(
         for d in daemons:
             d.start()
         base = f"{ROOT}/{name}"
-
-        def settled() -> bool:
-            if not client.exists(f"{base}/master"):
-                return False
-            record = json.loads(client.get(f"{base}/master")[0])
-            live = sorted(client.get_children(f"{base}/nodes"))
-            return record["node"] == old.name and live == [n.name for n in cluster.nodes]
-
-        wait_until(settled, timeout=30, what=f"{name}: node1 published and 3 live daemons")
+        wait_settled(client, base, old, cluster.nodes)
         writers = [Writer(n) for n in cluster.nodes]
         for w in writers:
             w.start()

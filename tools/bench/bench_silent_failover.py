@@ -33,12 +33,12 @@ from kazoo.client import KazooClient
 
 from agrajag.zookeeper_settings import Role
 from tools.bench.bench_failover import FAILOVER_TIMEOUT_S, Sample, _profile, summary
-from tools.bench.failovers import SCHEMA_SQL, SetupFailed, wait_streaming
+from tools.bench.failovers import SCHEMA_SQL, SetupFailed, wait_settled, wait_streaming
 from tools.harness import procs
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
 from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
-from tools.harness.procs import signal_tree, wait_until
+from tools.harness.procs import signal_tree
 from tools.harness.silent import silent_host
 from tools.harness.watch import MasterWatch
 from tools.harness.zookeeper import ZkEnsemble
@@ -72,15 +72,7 @@ def one_failover(zk: ZkEnsemble, client: KazooClient, index: int, keep: bool) ->
             for n in cluster.nodes
         ]
         base = f"{ROOT}/{name}"
-
-        def settled() -> bool:
-            if not client.exists(f"{base}/master"):
-                return False
-            record = json.loads(client.get(f"{base}/master")[0])
-            live = sorted(client.get_children(f"{base}/nodes"))
-            return record["node"] == old.name and live == [n.name for n in cluster.nodes]
-
-        wait_until(settled, timeout=30, what=f"{name}: node1 published and 3 live daemons")
+        wait_settled(client, base, old, cluster.nodes)
         watch = MasterWatch(client, f"{base}/master", old.name)
         sample.loadavg_1m = os.getloadavg()[0]
         offset = time.time() - time.monotonic()

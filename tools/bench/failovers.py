@@ -4,6 +4,7 @@ current failover with the results so far."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -99,6 +100,19 @@ def prepare(cluster: PgCluster) -> PgNode:
     wait_streaming(primary, len(cluster.nodes) - 1)
     cluster.start_repmgrd()
     return primary
+
+
+def wait_settled(client: KazooClient, base: str, old: PgNode, nodes: Sequence[PgNode]) -> None:
+    """Before a crash: `old` is the published master and every node's daemon is live."""
+
+    def settled() -> bool:
+        if not client.exists(f"{base}/master"):
+            return False
+        record = json.loads(client.get(f"{base}/master")[0])
+        live = sorted(client.get_children(f"{base}/nodes"))
+        return bool(record["node"] == old.name and live == [n.name for n in nodes])
+
+    wait_until(settled, timeout=30, what=f"{base}: {old.name} published and every daemon live")
 
 
 def wait_streaming(primary: PgNode, standbys: int, timeout: float = 20) -> None:

@@ -364,11 +364,12 @@ def render_only(config_path: str) -> int:
     for cluster in config.clusters:
         record = records.get(cluster)
         where = f"{record.node} at {record.host}:{record.port}" if record else "no master"
+        where += "" if record is None or record.routes else " WITHDRAWN: routing nowhere"
         log.info("cluster %s: %s, epoch %s", cluster, where, record.epoch if record else "-")
     failed = 0
     for sink in config.sinks:
         try:
-            log.info("sink %s: %s", sink.name, sink.render_only(records))
+            log.info("sink %s: %s", sink.name, sink.render_only(routable(records)))
         except SinkError as exc:
             log.error("%s", exc)
             failed += 1

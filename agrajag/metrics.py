@@ -52,6 +52,12 @@ class DaemonMetrics:
             ["cluster", "result"],
             registry=r,
         )
+        self.withdrawals = Counter(
+            "agrajag_withdrawals",
+            "Writes withdrawing a published master found to be a former primary, by result.",
+            ["cluster", "result"],
+            registry=r,
+        )
         self.master_epoch = Gauge(
             "agrajag_master_epoch",
             "Epoch of the master record last read from ZooKeeper.",
@@ -60,7 +66,7 @@ class DaemonMetrics:
         )
         self.master = Gauge(
             "agrajag_master_info",
-            "1 for the node the master record names.",
+            "1 for the node the master record names (none while it is withdrawn).",
             ["cluster", "node"],
             registry=r,
         )

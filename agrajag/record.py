@@ -201,7 +201,8 @@ class MasterRecord:
     `epoch` grows at every write of the master znode: every change of master, and every
     repair that writes the same master again (publishing rule 6). `evidence` is what the
     publisher saw (repmgr's rows and the INSERT check), kept for the humans reading the
-    history.
+    history. `withdrawn` (None on a published master) says why a daemon withdrew the master
+    it names, a former primary: nothing may route to it (see `routes`).
     """
 
     cluster: str
@@ -214,6 +215,7 @@ class MasterRecord:
     published_by: str
     published_at: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    withdrawn: str | None = None
 
     def __post_init__(self) -> None:
         self.validate("master record")
@@ -239,6 +241,13 @@ class MasterRecord:
             self.timeline,
             "must be >= 1",
         )
+        _check(
+            self.withdrawn is None or bool(self.withdrawn.strip() and self.withdrawn.isprintable()),
+            source,
+            "withdrawn",
+            self.withdrawn,
+            "must be null or a non-empty line of text",
+        )
 
     @classmethod
     def from_json(cls, data: bytes, source: str) -> MasterRecord:
@@ -256,6 +265,7 @@ class MasterRecord:
                 published_by=_get(doc, "published_by", str, source),
                 published_at=_get(doc, "published_at", str, source),
                 evidence=_get(doc, "evidence", dict, source) if "evidence" in doc else {},
+                withdrawn=_optional_str(doc, "withdrawn", source),
             )
         except RecordError as exc:
             raise RecordError(source, exc.detail) from None
@@ -263,12 +273,20 @@ class MasterRecord:
     def to_json(self) -> bytes:
         return _dump(self)
 
+    @property
+    def routes(self) -> bool:
+        """False for a withdrawn record: it names a former primary, for the history and the
+        ordering of timelines (rule 3), and clients must be routed nowhere."""
+        return self.withdrawn is None
+
     def same_master(self, other: MasterRecord | None) -> bool:
-        """True when `other` names the same server, so republishing would change nothing."""
-        return other is not None and (self.node, self.host, self.port) == (
+        """True when `other` names the same server with the same standing (routed to, or
+        withdrawn), so writing this record over it would change nothing."""
+        return other is not None and (self.node, self.host, self.port, self.routes) == (
             other.node,
             other.host,
             other.port,
+            other.routes,
         )
 
 

@@ -85,7 +85,13 @@ def render(state: dict[str, Any]) -> str:
     lines: list[str] = []
     for cluster, info in state.items():
         m = info["master"]
-        if m:
+        if m and m["withdrawn"]:
+            lines.append(
+                f"{cluster}: NO MASTER: {m['node']} ({m['host']}:{m['port']}) WITHDRAWN at epoch"
+                f" {m['epoch']} {m['published_at']} by {m['published_by']}: {m['withdrawn']};"
+                " nothing routes to it"
+            )
+        elif m:
             lines.append(
                 f"{cluster}: master {m['node']} ({m['host']}:{m['port']})  epoch {m['epoch']}"
                 f"  timeline {m['timeline'] if m['timeline'] is not None else '?'}"
@@ -114,9 +120,10 @@ def render(state: dict[str, Any]) -> str:
         lines.append("  history:")
         for h in reversed(info["history"]):
             reset = f"  RESET: {h['reset'].get('reason')!r}" if "reset" in h else ""
+            withdrawn = "  WITHDRAWN" if h["withdrawn"] else ""
             lines.append(
                 f"    epoch {h['epoch']}: {h['node']} ({h['host']}:{h['port']}) "
-                f"at {h['published_at']} by {h['published_by']}{reset}"
+                f"at {h['published_at']} by {h['published_by']}{withdrawn}{reset}"
             )
     return "\n".join(lines) + "\n"
 

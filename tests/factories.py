@@ -31,6 +31,7 @@ def master_record(
     port: int = 5432,
     timeline: int | None = 1,
     published_by: str = "node3",
+    withdrawn: str | None = None,
 ) -> MasterRecord:
     """A valid record naming `node<node>` at 10.0.0.<node> unless `host` says otherwise."""
     return MasterRecord(
@@ -43,6 +44,7 @@ def master_record(
         timeline=timeline,
         published_by=published_by,
         published_at="2026-11-22T00:00:00.000Z",
+        withdrawn=withdrawn,
     )
 
 

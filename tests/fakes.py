@@ -29,7 +29,7 @@ class FakeRegistry:
     history: list[MasterRecord] = field(default_factory=list)
     fail: dict[str, RegistryError] = field(default_factory=dict)
     rival: MasterRecord | None = None
-    published: list[tuple[MasterRecord, int, int]] = field(default_factory=list)
+    published: list[tuple[MasterRecord, int, int | None]] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)  # watcher -> applied epoch
     layout: bool = True  # False: history/ was deleted, a publish fails until ensure_layout
     records: dict[str, NodeRecord] = field(default_factory=dict)  # liveness records written
@@ -78,14 +78,16 @@ class FakeRegistry:
         return sorted(self.nodes)
 
     def publish(
-        self, record: MasterRecord, master_version: int, guard_version: int
+        self, record: MasterRecord, master_version: int, guard_version: int | None
     ) -> Reason | None:
+        """As `Registry.publish`: no guard (None) only for a withdrawn record."""
         self._maybe_fail("publish")
+        assert (guard_version is None) == (not record.routes)
         self.published.append((record, master_version, guard_version))
         if self.rival is not None:
             self._write(self.rival)
             self.rival = None
-        if self.nodes.get(record.node) != guard_version:
+        if guard_version is not None and self.nodes.get(record.node) != guard_version:
             return Reason.GUARD_MISSING
         if master_version != self.version:
             return Reason.LOST_RACE

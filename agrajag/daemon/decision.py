@@ -8,10 +8,10 @@ The rules are the README's publishing rules, numbered as there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from agrajag.daemon.probe_values import ProbeRound
+from agrajag.daemon.probe_values import Outcome, ProbeRound
 from agrajag.daemon.view import ClusterView, Node
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord
@@ -29,6 +29,16 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class Withdraw:
+    """A split brain in which the published master is the former primary: write `record`
+    (the same master, withdrawn, at the next epoch) with a compare-and-set on the master
+    znode's `master_version`. It publishes no master (rules 1 and 2 stand), so no guard."""
+
+    record: MasterRecord
+    master_version: int
+
+
+@dataclass(frozen=True, slots=True)
 class Unchanged:
     """The published record already names repmgr's primary: nothing to write."""
 
@@ -43,7 +53,7 @@ class Refuse:
     detail: str
 
 
-Decision = Publish | Unchanged | Refuse
+Decision = Publish | Withdraw | Unchanged | Refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,8 @@ class Situation:
 def decide(s: Situation) -> Decision:
     """Apply the publishing rules in order; the first that fails names the refusal."""
     if s.probe.split_brain:  # rule 2, first: a split brain is reported whatever repmgr says
-        return Refuse(Reason.SPLIT_BRAIN, f"writable: {', '.join(s.probe.writable)}")
+        split_brain = Refuse(Reason.SPLIT_BRAIN, f"writable: {', '.join(s.probe.writable)}")
+        return _withdrawal(s) or split_brain
     if s.view.problems:  # rule 1
         problem = s.view.problems[0]
         details = "; ".join(p.detail for p in s.view.problems)
@@ -89,11 +100,48 @@ def decide(s: Situation) -> Decision:
     record = _record(s, candidate, timeline, epoch=max(s.current.last_epoch, s.epoch_floor) + 1)
     # Rule 4, unless the registry went back below an epoch seen before (rule 6): a wipe or a
     # restore; then the same master is written again, above every epoch seen.
+    # A withdrawn record is never the same master: publishing its node again writes anew.
     if record.same_master(published) and published and published.epoch >= s.epoch_floor:
         return Unchanged(published)
     if s.guard_version is None:  # rule 5
         return Refuse(Reason.GUARD_MISSING, f"no live agrajag daemon on {candidate.name}")
     return Publish(record, s.current.version, s.guard_version)
+
+
+def _withdrawal(s: Situation) -> Withdraw | None:
+    """The withdrawal rule: in a split brain, a published master that takes writes on a lower
+    timeline than another writable node is a former primary (every promotion starts a new
+    timeline), and the writes routed to it are lost when it is fenced and rewound. Withdraw
+    it: same master, next epoch (rule 6), `withdrawn` saying why. Only on proof: both
+    timelines from the INSERT check, the check made at the record's own address; a record
+    already withdrawn stays as it is (no epoch churn), and a published master that is not
+    writable takes no writes to lose."""
+    if isinstance(s.current, Refuse) or s.current.record is None:
+        return None
+    published = s.current.record
+    check, node = s.probe.by_name(published.node), s.view.by_name(published.node)
+    if not published.routes or check is None or check.timeline is None or node is None:
+        return None
+    at_its_address = (node.host, node.port) == (published.host, published.port)
+    if check.outcome is not Outcome.WRITABLE or not at_its_address:
+        return None
+    writable = [c for c in s.probe.checks if c.outcome is Outcome.WRITABLE]
+    newer = [c for c in writable if (c.timeline or 0) > check.timeline]  # None: no proof
+    if not newer:
+        return None
+    why = (
+        f"{published.node} takes writes on timeline {check.timeline}, {newer[0].name} on "
+        f"timeline {newer[0].timeline}: {published.node} is a former primary"
+    )
+    record = replace(
+        published,
+        epoch=max(s.current.last_epoch, s.epoch_floor) + 1,
+        published_by=s.me,
+        published_at=s.now,
+        evidence=evidence(s.view, s.probe),
+        withdrawn=why,
+    )
+    return Withdraw(record, s.current.version)
 
 
 def _check_refusal(candidate: Node, probe: ProbeRound) -> Refuse | None:
@@ -166,5 +214,6 @@ def evidence(view: ClusterView, probe: ProbeRound) -> dict[str, Any]:
         ],
         "checks": {c.name: str(c.outcome) for c in probe.checks},
         "writable": list(probe.writable),
+        "timelines": {c.name: c.timeline for c in probe.checks if c.timeline is not None},
         "witnesses": [n.name for n in view.nodes if n.is_witness],  # not checked (rule 2)
     }

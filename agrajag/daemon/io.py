@@ -44,7 +44,7 @@ class DaemonRegistry(Protocol):
     def live_nodes(self, cluster: str) -> list[str]: ...
 
     def publish(
-        self, record: MasterRecord, master_version: int, guard_version: int
+        self, record: MasterRecord, master_version: int, guard_version: int | None
     ) -> Reason | None: ...
 
 

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 
 from agrajag import __version__
-from agrajag.daemon.decision import Decision, Publish, Refuse
+from agrajag.daemon.decision import Decision, Publish, Refuse, Withdraw
+from agrajag.reasons import Reason
 from agrajag.record import NodeRecord
 
 
@@ -55,6 +56,8 @@ class Liveness:
         reason = None
         if isinstance(decision, Refuse):
             kind, reason = "refuse", decision.reason.value
+        elif isinstance(decision, Withdraw):  # in a split brain: `agrajag status` says so
+            kind, reason = "withdraw", Reason.SPLIT_BRAIN.value
         if (kind, reason) != (self.decision, self.reason):
             self.decision, self.reason, self.decided_at = kind, reason, now
             self.dirty = True

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
-from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.decision import Decision, Publish, Refuse, Situation, Withdraw, decide
 from agrajag.daemon.io import CheckNodes, DaemonRegistry, ReadView, check_nodes, read_view, refusal
 from agrajag.daemon.liveness import Liveness
 from agrajag.daemon.probe_values import ProbeRound, ProbeTarget
@@ -222,7 +222,7 @@ class Daemon:
         (rule 6): reading every history entry and acknowledgement each round would cost a
         read per entry per daemon per poll."""
         decision = decide(situation)
-        if not isinstance(decision, Publish):
+        if not isinstance(decision, Publish | Withdraw):
             return decision
         try:
             floor = self.registry.epoch_floor(self.settings.cluster)
@@ -291,26 +291,32 @@ class Daemon:
         self.metrics.master.clear()
         if record:
             self.metrics.master_epoch.labels(cluster).set(record.epoch)
+        if record and record.routes:  # a withdrawn record names no master
             self.metrics.master.labels(cluster, record.node).set(1)
 
     def _act(self, decision: Decision) -> Decision:
-        """Carry out a Publish with the versions it was decided on: if anything changed
-        since, the compare-and-set fails and the next round re-reads (never a blind retry)."""
-        if not isinstance(decision, Publish):
+        """Carry out a Publish or Withdraw with the versions it was decided on: if anything
+        changed since, the compare-and-set fails and the next round re-reads (no blind retry)."""
+        if not isinstance(decision, Publish | Withdraw):
             return decision
         cluster = self.settings.cluster
         record = decision.record
+        publish = isinstance(decision, Publish)
+        guard = decision.guard_version if isinstance(decision, Publish) else None
+        counter = self.metrics.publishes if publish else self.metrics.withdrawals
+        verb = "publishing" if publish else "withdrawing"
         try:
-            refused = self.registry.publish(record, decision.master_version, decision.guard_version)
+            refused = self.registry.publish(record, decision.master_version, guard)
         except AccessDenied:
             raise
         except RegistryError as exc:
-            self.metrics.publishes.labels(cluster, "error").inc()
-            return refusal(exc, f"publishing {record.node} failed: ")
-        self.metrics.publishes.labels(cluster, refused or "published").inc()
+            counter.labels(cluster, "error").inc()
+            return refusal(exc, f"{verb} {record.node} failed: ")
+        counter.labels(cluster, refused or ("published" if publish else "withdrawn")).inc()
         if refused is None:
             self.highest_epoch = max(self.highest_epoch, record.epoch)
-            self.metrics.last_publish.labels(cluster).set(self.clock())
+            if publish:
+                self.metrics.last_publish.labels(cluster).set(self.clock())
             self._export_master(record)
             return decision
         # Someone else published first, the new master's daemon went, or someone deleted
@@ -318,7 +324,7 @@ class Daemon:
         self.reread = True
         if refused is Reason.LAYOUT_MISSING:
             self._layout_ready = False
-        return Refuse(refused, f"{refused} publishing {record.node}")
+        return Refuse(refused, f"{refused} {verb} {record.node}")
 
     def _log(self, decision: Decision, trigger: str) -> None:
         cluster = self.settings.cluster
@@ -329,17 +335,24 @@ class Daemon:
                 "cluster=%s decision=publish node=%s host=%s port=%d epoch=%d trigger=%s",
                 cluster, r.node, r.host, r.port, r.epoch, trigger,
             )  # fmt: skip
-        elif isinstance(decision, Unchanged):
-            self.metrics.decisions.labels(cluster, "unchanged", "ok").inc()
-            log.debug(
-                "cluster=%s decision=unchanged node=%s epoch=%d trigger=%s",
-                cluster, decision.record.node, decision.record.epoch, trigger,
+        elif isinstance(decision, Withdraw):
+            r = decision.record
+            self.metrics.decisions.labels(cluster, "withdraw", Reason.SPLIT_BRAIN.value).inc()
+            log.error(
+                "cluster=%s decision=withdraw node=%s epoch=%d trigger=%s detail=%r",
+                cluster, r.node, r.epoch, trigger, r.withdrawn,
             )  # fmt: skip
-        else:
+        elif isinstance(decision, Refuse):
             self.metrics.decisions.labels(cluster, "refuse", decision.reason.value).inc()
             log.warning(
                 "cluster=%s decision=refuse reason=%s trigger=%s detail=%r",
                 cluster, decision.reason.value, trigger, decision.detail,
+            )  # fmt: skip
+        else:
+            self.metrics.decisions.labels(cluster, "unchanged", "ok").inc()
+            log.debug(
+                "cluster=%s decision=unchanged node=%s epoch=%d trigger=%s",
+                cluster, decision.record.node, decision.record.epoch, trigger,
             )  # fmt: skip
 
     # -- the loop --------------------------------------------------------------------------

@@ -274,15 +274,19 @@ class Registry:
 
     @edge
     def publish(
-        self, record: MasterRecord, master_version: int, guard_version: int
+        self, record: MasterRecord, master_version: int, guard_version: int | None
     ) -> Reason | None:
         """Write `record` in ONE multi-op (publishing rule 7): check the new master's liveness
         node at `guard_version`, set (or create, at -1) the master at `master_version`, add a
-        history entry. None when written, else why not (never retried: the caller re-reads)."""
+        history entry. None when written, else why not (never retried: the caller re-reads).
+        Only a withdrawn record goes without a guard (None): it names a former primary."""
+        if guard_version is None and record.routes:
+            raise RegistryError(f"refusing to publish {record.node} without its guard (rule 5)")
         paths = Paths(self.root, record.cluster)
         data = record.to_json()
         tx = self.client.transaction()
-        tx.check(paths.node(record.node), guard_version)
+        if guard_version is not None:
+            tx.check(paths.node(record.node), guard_version)
         if master_version < 0:
             tx.create(paths.master, data)
         else:
@@ -293,11 +297,11 @@ class Registry:
         if not failures:
             return None
         first = next(r for r in failures if not isinstance(r, RolledBackError))
-        failed_op = results.index(first)
+        failed_op = results.index(first) - (guard_version is not None)  # 0: the master
         if isinstance(first, NoNodeError):
-            if failed_op == 0:
+            if failed_op < 0:
                 return Reason.GUARD_MISSING
-            if failed_op == 1 and master_version >= 0:  # deleted since it was read
+            if failed_op == 0 and master_version >= 0:  # deleted since it was read
                 return Reason.LOST_RACE
             # The parent of `master` or of the history entry is gone: someone deleted
             # history/ or the cluster's subtree. The caller recreates the layout and re-reads.

@@ -186,7 +186,8 @@ def template_context(
     params: Mapping[str, object],
 ) -> dict[str, object]:
     """What templates see: `clusters` {name: record as a dict, or None when that cluster has
-    no master to route to (render it without a server)}, sorted by name, and `params`."""
+    no master to route to (fail-closed, or its record withdrawn): render it without a
+    server}, sorted by name, and `params`."""
     names = sorted(records if clusters is None else clusters)
     return {
         "clusters": {

@@ -37,7 +37,9 @@ Before `RELOAD` it reads `SHOW POOLS`; after it, for each moved database:
 
 PAUSE is not used: in session pooling it waits for the very clients that must be cut, and
 in transaction pooling RELOAD + RECONNECT already switch at the next transaction. A removed
-database is dropped by RELOAD itself; the `*` fallback entry is not cut.
+database (a cluster with no master any more: fail-closed, or its record withdrawn) is dropped
+by RELOAD itself, which disconnects its clients ("database removed", verified on 1.18); the
+`*` fallback entry is not cut.
 
 Once RELOAD has moved the routing, a failed cut does not put the old file back (that would
 route to the old primary again): the error says so, and the next apply finishes the cut.

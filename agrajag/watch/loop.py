@@ -34,7 +34,7 @@ from agrajag.registry.client import Registry
 from agrajag.registry.errors import AccessDenied, RegistryError
 from agrajag.registry.values import Current, Paths, Session
 from agrajag.sinks import SinkError
-from agrajag.watch.rules import Refused, accept, routed
+from agrajag.watch.rules import Refused, accept, routable, routed
 from agrajag.watch.runner import SinkRunner
 from agrajag.watch.settings import WatchConfig
 from agrajag.watch.state import Applied, State, StateError, load_state, save_state
@@ -143,8 +143,8 @@ class Watcher:
         )
         if view or self.accepted:  # with nothing ever known, leave the sinks as they are
             self.runner.apply(view, now)
-            if view == self.accepted and self.runner.converged(view):
-                self._record_applied(view)
+            if view == routable(self.accepted) and self.runner.converged(view):
+                self._record_applied()
         self._save()
         self._acknowledge()
 
@@ -278,13 +278,11 @@ class Watcher:
         record = verdict.record
         self.metrics.published_epoch.labels(cluster).set(record.epoch)
         if verdict.changed:
+            where = f"{record.host}:{record.port}"
+            if record.withdrawn:
+                where += f", WITHDRAWN ({record.withdrawn}): routing nowhere"
             log.info(
-                "cluster %s: master %s at %s:%d, epoch %d",
-                cluster,
-                record.node,
-                record.host,
-                record.port,
-                record.epoch,
+                "cluster %s: master %s at %s, epoch %d", cluster, record.node, where, record.epoch
             )
             self.accepted[cluster] = record
 
@@ -294,10 +292,11 @@ class Watcher:
         if refusal is not None:
             self.metrics.refusing.remove(cluster, str(refusal[1]))
 
-    def _record_applied(self, view: dict[str, MasterRecord]) -> None:
-        """Every sink has `view` (the accepted records): it is what this watcher applied."""
+    def _record_applied(self) -> None:
+        """Every sink routes by the accepted records (a withdrawn one: nowhere): they are
+        what this watcher applied."""
         applied_at = utc_now()
-        for cluster, record in view.items():
+        for cluster, record in self.accepted.items():
             previous = self.applied.get(cluster)
             if previous is None or previous.record != record:
                 self.applied[cluster] = Applied(record, applied_at)
@@ -365,11 +364,12 @@ def render_only(config_path: str) -> int:
     for cluster in config.clusters:
         record = records.get(cluster)
         where = f"{record.node} at {record.host}:{record.port}" if record else "no master"
+        where += "" if record is None or record.routes else " WITHDRAWN: routing nowhere"
         log.info("cluster %s: %s, epoch %s", cluster, where, record.epoch if record else "-")
     failed = 0
     for sink in config.sinks:
         try:
-            log.info("sink %s: %s", sink.name, sink.render_only(records))
+            log.info("sink %s: %s", sink.name, sink.render_only(routable(records)))
         except SinkError as exc:
             log.error("%s", exc)
             failed += 1

@@ -41,7 +41,8 @@ def accept(cluster: str, read: MasterRecord | str, last: MasterRecord | None) ->
     against `last`, the newest record accepted so far.
 
     An epoch never goes back; an epoch once seen keeps its master (the daemon bumps the epoch
-    on every change of master, so the same epoch naming another server is not trustworthy).
+    on every change of master and on a withdrawal, so the same epoch naming another server,
+    or withdrawing it or not, is not trustworthy).
     Re-reading the same master at the same epoch keeps `last` as it is: nothing to apply.
 
     >>> rec = MasterRecord("main", 4, 1, "node1", "10.0.0.1", 5432, 1, "node1", "t", {})
@@ -70,9 +71,13 @@ def accept(cluster: str, read: MasterRecord | str, last: MasterRecord | None) ->
         return Accepted(last, changed=False)
     return Refused(
         Reason.STALE_EPOCH,
-        f"epoch {read.epoch} already names {last.node} at {last.host}:{last.port}, "
-        f"not {read.node} at {read.host}:{read.port}",
+        f"epoch {read.epoch} already names {_named(last)}, not {_named(read)}",
     )
+
+
+def _named(record: MasterRecord) -> str:
+    withdrawn = "" if record.routes else " (withdrawn)"
+    return f"{record.node} at {record.host}:{record.port}{withdrawn}"
 
 
 class FailMode(StrEnum):
@@ -88,9 +93,9 @@ def routed(
     silent_for: float,
     closed_after: float,
 ) -> dict[str, MasterRecord]:
-    """The records the sinks render: the accepted ones, or none at all once a fail-closed
-    watcher has not heard from ZooKeeper for `closed_after` seconds. A cluster missing from
-    the answer has no master: the sinks render it without a server.
+    """The records the sinks render: the `routable` accepted ones, or none at all once a
+    fail-closed watcher has not heard from ZooKeeper for `closed_after` seconds. A cluster
+    missing from the answer has no master: the sinks render it without a server.
 
     >>> rec = MasterRecord("main", 4, 1, "node1", "10.0.0.1", 5432, 1, "node1", "t", {})
     >>> routed({"main": rec}, FailMode.OPEN, 3600, 30) == {"main": rec}
@@ -100,7 +105,20 @@ def routed(
     """
     if mode is FailMode.CLOSED and silent_for >= closed_after:
         return {}
-    return dict(accepted)
+    return routable(accepted)
+
+
+def routable(accepted: Mapping[str, MasterRecord]) -> dict[str, MasterRecord]:
+    """The records that name a master to route to: a withdrawn record names a former
+    primary, and its cluster is routed nowhere until a new master is published.
+
+    >>> rec = MasterRecord("main", 4, 1, "node1", "10.0.0.1", 5432, 1, "node1", "t", {})
+    >>> gone = MasterRecord("other", 5, 1, "node1", "10.0.0.1", 5432, 1, "node2", "t", {},
+    ...                     withdrawn="node1 takes writes on timeline 1, node2 on timeline 2")
+    >>> list(routable({"main": rec, "other": gone}))
+    ['main']
+    """
+    return {cluster: record for cluster, record in accepted.items() if record.routes}
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,3 +207,23 @@ def test_a_wrong_master_socket_after_a_runtime_switch_never_cuts_the_new_primary
             sock.close()
         old.close()
         new.close()
+
+
+def test_no_master_any_more_cuts_the_sessions_to_the_old_one_and_takes_no_new_client(
+    pg_cluster: PgCluster, haproxy: HAProxy, held: list[psycopg.Connection[tuple[object, ...]]]
+) -> None:
+    """A withdrawn master (or fail-closed) renders the listen section without its server:
+    a client HAProxy already sent to the former primary must not go on writing there."""
+    node1, _, _ = pg_cluster.nodes
+    sink = haproxy_sink(haproxy)
+    start_without_master(haproxy, sink)
+    sink.apply({"main": master(node1, 1)})
+    hold(held, haproxy.port, expect=node1.port)
+
+    result = sink.apply({})
+
+    assert (result.action, result.cut_sessions) == ("reload", 1)
+    wait_until(lambda: is_cut(held[0]), timeout=1, what="the old worker's session to be cut")
+    with pytest.raises(psycopg.OperationalError):
+        writes_through(haproxy.port)
+    assert node1.running() and not node1.in_recovery()  # the sink cut it, not a crash

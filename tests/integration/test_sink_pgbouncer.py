@@ -295,3 +295,24 @@ def test_a_refused_cut_keeps_the_new_routing_and_the_retry_finishes_it(
     retry = sink.apply({"main": at_port(new_port, 2)})
     assert (retry.action, retry.detail) == ("cut", "kill: repmgr")
     assert pgbouncer.route("repmgr") == new_port
+
+
+def test_no_master_any_more_cuts_the_clients_and_server_connections_of_the_old_one(
+    one_node: PgNode, pooled: tuple[PgBouncer, str]
+) -> None:
+    """A withdrawn master (or fail-closed) renders the cluster without its databases: a
+    client that PgBouncer keeps on the former primary must not go on writing there."""
+    bouncer, cut = pooled
+    sink = pgbouncer_sink(bouncer, cut)
+    start(bouncer, sink, one_node)
+    with client(bouncer.port) as held:
+        assert served_by(held)[0] == one_node.port
+
+        result = sink.apply({})
+
+        assert result.action == "reload"
+        with pytest.raises(psycopg.OperationalError, match="database removed"):
+            held.execute("SELECT 1")  # RELOAD itself disconnects them
+    assert server_ports(bouncer) == set()
+    with pytest.raises(psycopg.OperationalError):
+        client(bouncer.port)

@@ -7,11 +7,14 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
+from agrajag.reasons import Reason
 from agrajag.record import NodeRecord, WatcherAck, utc_now
 from agrajag.registry.client import Registry
+from agrajag.registry.errors import RegistryError
 from agrajag.zookeeper_settings import ZooKeeperSettings
 from tests.factories import master_record
 from tools.harness.zookeeper import ZkEnsemble
@@ -90,3 +93,31 @@ def test_status_says_when_zookeeper_is_unreachable(zk: ZkEnsemble) -> None:
     done = status(zk)
     assert done.returncode == 2
     assert f"cannot reach ZooKeeper at {zk.hosts}" in done.stderr
+
+
+def test_a_withdrawn_master_is_written_without_a_guard_and_shown_plainly(
+    zk: ZkEnsemble, populated: Registry
+) -> None:
+    current = populated.read_master("main")
+    assert current.record is not None
+    why = "node2 takes writes on timeline 1, node3 on timeline 2: node2 is a former primary"
+    gone = replace(current.record, epoch=3, published_by="node3", withdrawn=why)
+    populated.unregister_node("main", "node2")  # the former primary's daemon may be gone
+
+    with pytest.raises(RegistryError, match="without its guard"):
+        populated.publish(current.record, current.version, None)  # a master needs one
+    assert populated.publish(gone, current.version - 1, None) is Reason.LOST_RACE
+    assert populated.publish(gone, current.version, None) is None
+
+    assert populated.read_master("main").record == gone
+    assert populated.history("main")[-1] == gone
+    done = status(zk)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("main: NO MASTER: node2 (127.0.0.1:5434) WITHDRAWN at epoch 3 "), first
+    assert first.endswith(f"by node3: {why}; nothing routes to it")
+    assert re.search(
+        r"^    epoch 3: node2 \(127.0.0.1:5434\) at .* by node3  WITHDRAWN$", done.stdout, re.M
+    )
+    state = json.loads(status(zk, "--json").stdout)
+    assert state["main"]["master"]["withdrawn"] == why

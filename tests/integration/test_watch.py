@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -480,6 +481,19 @@ def test_first_start_renders_every_file_then_the_proxies_start_on_them(
         assert again.returncode == 0 and again.stderr.count("kept the existing") == 3
     finally:
         backend.close()
+
+
+def test_first_start_on_a_withdrawn_master_renders_no_server(
+    tmp_path: Path, zk: ZkEnsemble, publisher: Publisher
+) -> None:
+    withdrawn = replace(master(4), withdrawn="node1 takes writes on timeline 1, node2 on 2")
+    publisher.write(withdrawn)
+    first = WatchProc(tmp_path / "app1", zk.hosts)
+    argv = [AGRAJAG, "watch", "--config", str(first.config), "--render-only"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "cluster main: node1 at 10.0.0.1:5432 WITHDRAWN: routing nowhere, epoch 4" in done.stderr
+    assert first.dest.exists() and first.routed_to() is None
 
 
 def test_sighup_reloads_the_sinks_and_a_bad_file_keeps_the_running_config(

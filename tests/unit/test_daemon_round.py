@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from agrajag.daemon.decision import Publish, Refuse, Unchanged
+from agrajag.daemon.decision import Publish, Refuse, Unchanged, Withdraw
 from agrajag.daemon.loop import Daemon
 from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound, ProbeTarget
 from agrajag.daemon.repmgr import RepmgrError
@@ -363,3 +363,57 @@ def test_a_refusing_acl_stops_the_daemon_instead_of_retrying(
     d.inbox.post(Wake.STOP)  # were the error swallowed, the loop would stop here instead
     with pytest.raises(AccessDenied):
         d.run()
+
+
+#: node1 back without `node rejoin` before node2 (timeline 2) was published.
+BACK_UNREJOINED = repmgr_view(
+    repmgr_row(1, "primary", "! running as primary", 1),
+    repmgr_row(2, "primary", "* running", 2),
+    repmgr_row(3, "standby", "  running", 2, "node2"),
+)
+BOTH_WRITABLE = ProbeRound(
+    (
+        NodeCheck("node1", W, 0.01, "", timeline=1),
+        NodeCheck("node2", W, 0.01, "", timeline=2),
+        NodeCheck("node3", RO, 0.01, ""),
+    )
+)
+
+
+def test_a_published_former_primary_is_withdrawn_once_above_the_epoch_floor(
+    settings: DaemonSettings,
+) -> None:
+    """Without a guard (node1's daemon is gone), over the version read, above the highest
+    epoch a watcher acknowledged; the next rounds refuse (split brain) and write nothing."""
+    registry = FakeRegistry(master=master_record(1, 4), version=3, nodes=live("node2"))
+    registry.acks["app1"] = 6
+    d = daemon(settings, registry, BACK_UNREJOINED, BOTH_WRITABLE)
+
+    decision = d.round()
+
+    assert isinstance(decision, Withdraw)
+    assert registry.published == [(decision.record, 3, None)]
+    assert registry.master == decision.record and registry.master.epoch == 7
+    assert not registry.master.routes and registry.history == [decision.record]
+    metric = d.metrics.registry.get_sample_value
+    assert metric("agrajag_withdrawals_total", {"cluster": "main", "result": "withdrawn"}) == 1
+    labels = {"cluster": "main", "decision": "withdraw", "reason": "split_brain"}
+    assert metric("agrajag_decisions_total", labels) == 1
+    assert metric("agrajag_master_info", {"cluster": "main", "node": "node1"}) is None
+    assert metric("agrajag_master_epoch", {"cluster": "main"}) == 7
+    assert d.liveness.record().decision == "withdraw"
+    assert d.liveness.record().reason == "split_brain"  # `agrajag status` lists a suspect
+
+    again = d.round()
+
+    assert again == Refuse(Reason.SPLIT_BRAIN, "writable: node1, node2")
+    assert len(registry.published) == 1
+
+
+def test_a_withdrawal_that_loses_its_race_rereads_at_once(settings: DaemonSettings) -> None:
+    registry = FakeRegistry(master=master_record(1, 4), version=3, nodes=live("node2"))
+    registry.rival = master_record(2, 5, timeline=2)  # node2 published first
+    d = daemon(settings, registry, BACK_UNREJOINED, BOTH_WRITABLE)
+    decision = d.round()
+    assert decision == Refuse(Reason.LOST_RACE, "lost_race withdrawing node1")
+    assert d.reread and registry.master == master_record(2, 5, timeline=2)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from agrajag.daemon.decision import Publish, Refuse, Situation, Unchanged, decide
+from agrajag.daemon.decision import Publish, Refuse, Situation, Unchanged, Withdraw, decide
 from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound
 from agrajag.reasons import Reason
 from agrajag.record import MasterRecord
@@ -157,3 +157,111 @@ def test_a_node_without_a_single_tcp_address_is_refused() -> None:
     decision = decide(situation(view=sockets, probe=probe(node1=W)))
     assert isinstance(decision, Refuse) and decision.reason is Reason.UNUSABLE_CONNINFO
     assert decision.detail.startswith("node2: its conninfo names Unix socket directory")
+
+
+# -- withdrawing a former primary ------------------------------------------------------------
+
+#: node1 crashed, node2 was promoted (timeline 2), node1 came back without `node rejoin`
+#: before anyone published node2: repmgr on node2/node3 shows node1 `! running as primary`.
+BACK_UNREJOINED = view(
+    row(1, "primary", "! running as primary", 1),
+    row(2, "primary", "* running", 2),
+    row(3, "standby", "  running", 2, "node2"),
+)
+
+
+def checks(**answers: tuple[Outcome, int | None]) -> ProbeRound:
+    """A probe round with timelines: checks(node1=(W, 1), node2=(RO, None))."""
+    return ProbeRound(tuple(NodeCheck(n, o, 0.01, "", timeline=t) for n, (o, t) in answers.items()))
+
+
+BOTH_WRITABLE = checks(node1=(W, 1), node2=(W, 2), node3=(RO, None))
+
+
+def test_a_published_former_primary_is_withdrawn_at_the_next_epoch() -> None:
+    current = Current(published(1, 4, 1), version=7, last_epoch=4)
+    decision = decide(situation(view=BACK_UNREJOINED, probe=BOTH_WRITABLE, current=current))
+    assert isinstance(decision, Withdraw) and decision.master_version == 7
+    r = decision.record
+    assert (r.node, r.host, r.port, r.timeline, r.epoch) == ("node1", "10.0.0.1", 5432, 1, 5)
+    assert r.published_by == "node3" and not r.routes
+    assert r.withdrawn == (
+        "node1 takes writes on timeline 1, node2 on timeline 2: node1 is a former primary"
+    )
+    assert r.evidence["writable"] == ["node1", "node2"]
+    assert r.evidence["timelines"] == {"node1": 1, "node2": 2}
+
+
+def test_a_withdrawal_goes_above_every_epoch_seen() -> None:
+    current = Current(published(1, 4, 1), version=7, last_epoch=4)
+    decision = decide(
+        situation(view=BACK_UNREJOINED, probe=BOTH_WRITABLE, current=current, epoch_floor=9)
+    )
+    assert isinstance(decision, Withdraw) and decision.record.epoch == 10
+
+
+def withdrawn(node: int, epoch: int, timeline: int) -> MasterRecord:
+    return replace(published(node, epoch, timeline), withdrawn="a former primary")
+
+
+SPLIT_BRAIN = Refuse(Reason.SPLIT_BRAIN, "writable: node1, node2")
+
+
+@pytest.mark.parametrize(
+    ("current", "round_"),
+    [
+        # already withdrawn: no second write, no epoch churn
+        (Current(withdrawn(1, 5, 1), 8, 5), BOTH_WRITABLE),
+        # the published master is the newer one: the usual old primary back, nothing to do
+        (Current(published(2, 5, 2), 8, 5), BOTH_WRITABLE),
+        # the published master is not writable: writes routed to it fail, none is lost
+        (Current(published(3, 5, 2), 8, 5), BOTH_WRITABLE),
+        # the same timeline on both (two standbys promoted from one parent): no proof
+        (Current(published(1, 5, 2), 8, 5), checks(node1=(W, 2), node2=(W, 2))),
+        # a timeline unknown on either side: no proof
+        (Current(published(1, 5, 1), 8, 5), checks(node1=(W, 1), node2=(W, None))),
+        (Current(published(1, 5, 1), 8, 5), checks(node1=(W, None), node2=(W, 2))),
+        # the record names node1 at another address than the one checked: no proof
+        (Current(replace(published(1, 5, 1), host="10.9.9.9"), 8, 5), BOTH_WRITABLE),
+        # nothing published, or the registry not usable: nothing to withdraw
+        (Current(None, -1, 0), BOTH_WRITABLE),
+        (Refuse(Reason.NOT_CONNECTED, "ZooKeeper session is suspended"), BOTH_WRITABLE),
+    ],
+    ids=[
+        "already-withdrawn",
+        "published-is-newer",
+        "published-not-writable",
+        "same-timeline",
+        "other-timeline-unknown",
+        "own-timeline-unknown",
+        "other-address",
+        "nothing-published",
+        "not-connected",
+    ],
+)
+def test_a_split_brain_without_proof_against_the_published_master_only_refuses(
+    current: Current | Refuse, round_: ProbeRound
+) -> None:
+    decision = decide(situation(view=BACK_UNREJOINED, probe=round_, current=current))
+    assert decision == SPLIT_BRAIN
+
+
+def test_once_the_former_primary_is_fenced_the_new_one_is_published() -> None:
+    current = Current(withdrawn(1, 5, 1), version=8, last_epoch=5)
+    fenced = checks(node1=(DOWN, None), node2=(W, 2), node3=(RO, None))
+    decision = decide(situation(view=FAILED_OVER, probe=fenced, current=current))
+    assert isinstance(decision, Publish)
+    r = decision.record
+    assert (r.node, r.epoch, r.timeline, r.routes) == ("node2", 6, 2, True)
+
+
+def test_the_withdrawn_node_published_again_is_a_new_record_not_unchanged() -> None:
+    # The operator fenced node2 instead and kept node1: node1 is published afresh.
+    current = Current(withdrawn(1, 5, 1), version=8, last_epoch=5)
+    decision = decide(situation(probe=checks(node1=(W, 1), node2=(DOWN, None)), current=current))
+    assert isinstance(decision, Publish)
+    assert (decision.record.node, decision.record.epoch, decision.record.routes) == (
+        "node1",
+        6,
+        True,
+    )

@@ -102,3 +102,23 @@ def test_valid_records_with_any_field_changed_decode_or_are_refused(
 @pytest.mark.parametrize("index", range(len(DECODERS)))
 def test_valid_records_decode(index: int) -> None:
     assert not isinstance(decode(DECODERS[index], VALID[index]), RecordError)
+
+
+def test_a_record_written_before_withdrawals_existed_parses_as_published() -> None:
+    doc = json.loads(master_record(1, 3).to_json())
+    del doc["withdrawn"]
+    record = MasterRecord.from_json(json.dumps(doc).encode(), SOURCE)
+    assert record == master_record(1, 3) and record.routes
+
+
+def test_a_withdrawn_record_round_trips_and_never_counts_as_the_same_master() -> None:
+    gone = master_record(1, 4, withdrawn="node1 is a former primary")
+    assert MasterRecord.from_json(gone.to_json(), SOURCE) == gone and not gone.routes
+    assert not master_record(1, 5).same_master(gone) and gone.same_master(gone)
+
+
+@pytest.mark.parametrize("value", ["", "  ", "two\nlines", 7, ["a"]])
+def test_withdrawn_must_be_null_or_a_line_of_text(value: object) -> None:
+    doc = {**json.loads(master_record(1, 3).to_json()), "withdrawn": value}
+    with pytest.raises(RecordError, match="key 'withdrawn'"):
+        MasterRecord.from_json(json.dumps(doc).encode(), SOURCE)

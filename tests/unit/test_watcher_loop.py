@@ -526,3 +526,32 @@ def test_refusing_the_current_record_shows_as_long_as_it_lasts(rig: Rig) -> None
     assert (
         rig.metric("agrajag_watch_refused_records_total", cluster="main", reason="stale_epoch") == 1
     )
+
+
+def test_a_withdrawn_master_routes_nowhere_and_is_acknowledged_then_the_new_one_routes(
+    rig: Rig,
+) -> None:
+    rig.registry.publish(master_record(epoch=5))
+    rig.step(CONNECTED)
+    gone = master_record(epoch=6, withdrawn="node1 is a former primary")
+    rig.registry.publish(gone)
+    rig.step(Wake.CHANGED)
+    assert rig.sinks[0].applied[-1] == {}  # as fail-closed: the sinks cut the old sessions
+    assert rig.acked_epochs == [5, 6]
+    assert rig.metric("agrajag_watch_applied_epoch", cluster="main") == 6
+    assert rig.saved().clusters["main"].record == gone
+
+    rig.registry.publish(master_record(epoch=7, node=2))
+    rig.step(Wake.CHANGED)
+    assert rig.sinks[0].applied[-1] == {"main": master_record(epoch=7, node=2)}
+    assert rig.acked_epochs == [5, 6, 7]
+
+
+def test_a_restart_after_a_withdrawal_never_routes_to_the_former_primary(tmp_path: Path) -> None:
+    gone = master_record(epoch=6, withdrawn="node1 is a former primary")
+    rig = Rig(tmp_path)
+    save_state(rig.state_file, State(saved(main=gone).clusters, {"a": {}}))
+    rig.registry.session = Session.SUSPENDED
+    rig.step(SUSPENDED)
+    rig.step(after=5)  # ZooKeeper silent past start_wait_s: the state file is what there is
+    assert rig.sinks[0].resumed == [{}] and rig.sinks[0].applied == [{}]

@@ -15,6 +15,7 @@ from agrajag.watch.rules import (
     Reason,
     Refused,
     accept,
+    routable,
     routed,
 )
 from tests.factories import master_record
@@ -83,6 +84,33 @@ def test_fail_closed_routes_until_the_grace_period_ends_then_nothing() -> None:
     accepted = {"main": master_record()}
     assert routed(accepted, FailMode.CLOSED, 29.9, 30) == accepted
     assert routed(accepted, FailMode.CLOSED, 30, 30) == {}
+
+
+WITHDRAWN = "node1 takes writes on timeline 1, node2 on timeline 2: node1 is a former primary"
+
+
+def test_a_withdrawn_record_is_followed_by_its_epoch_and_routes_nowhere() -> None:
+    published = master_record(epoch=5)
+    gone = master_record(epoch=6, withdrawn=WITHDRAWN)
+    assert accept("main", gone, published) == Accepted(gone, changed=True)
+    assert accept("main", gone, gone) == Accepted(gone, changed=False)
+    assert routable({"main": gone, "other": published}) == {"other": published}
+    assert routed({"main": gone}, FailMode.OPEN, 0, 0) == {}
+
+
+def test_the_same_epoch_withdrawn_or_not_differs_and_is_refused() -> None:
+    gone = master_record(epoch=6, withdrawn=WITHDRAWN)
+    for read, last in [(gone, master_record(epoch=6)), (master_record(epoch=6), gone)]:
+        verdict = accept("main", read, last)
+        assert isinstance(verdict, Refused) and verdict.reason is Reason.STALE_EPOCH
+    assert "already names node1 at 10.0.0.1:5432 (withdrawn)" in verdict.detail
+
+
+def test_a_master_published_after_a_withdrawal_routes_again() -> None:
+    gone = master_record(epoch=6, withdrawn=WITHDRAWN)
+    new = master_record(epoch=7, node=2, timeline=2)
+    assert accept("main", new, gone) == Accepted(new, changed=True)
+    assert routed({"main": new}, FailMode.OPEN, 0, 0) == {"main": new}
 
 
 def test_backoff_doubles_up_to_its_maximum_even_after_many_failures() -> None:

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--failovers", "6"],
         ["--failovers", "2"],
     ),
+    "withdrawal": ("tools.bench.bench_withdrawal", ["--runs", "10"], ["--runs", "2"]),
 }
 
 

@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from tools.harness.netns import Topology
+from tools.harness.postgres import PgNode
 from tools.harness.procs import wait_until
-from tools.harness.proxies import client, served_by
+from tools.harness.proxies import client, lands_on
 from tools.harness.reader import RegistryReader
 from tools.harness.system import System
 
@@ -55,11 +56,10 @@ def registry(system: System) -> Iterator[RegistryReader]:
         reader.close()
 
 
-def served_from(system: System, app: str, port: int) -> tuple[int, bool]:
-    """Where a client on app host `app` lands through its proxy on `port`: the server's port,
-    and whether it is in recovery."""
-    with system.topology.entered(app), client(port, system.apps[app].address, timeout=2) as conn:
-        return served_by(conn)
+def lands_on_from(system: System, app: str, port: int, node: PgNode) -> bool:
+    """A client on app host `app` lands through its proxy on `port` on `node`, writable."""
+    with system.topology.entered(app):
+        return lands_on(system.apps[app].address, port, node)
 
 
 def reachable(system: System, src: str, address: str, port: int) -> bool:
@@ -90,7 +90,7 @@ def test_db_node_cut_from_zookeeper_keeps_the_master_and_the_daemon(
     assert registry.master() == before  # nobody else published, nothing rolled
     assert len(registry.history()) == published
     for port in (app.haproxy.port, app.pgbouncer.port):
-        assert served_from(system, "app1", port) == (primary.port, False)
+        assert lands_on_from(system, "app1", port, primary)
 
     system.topology.heal()
     wait_until(lambda: "node1" in registry.live(), timeout=30, what="node1 to register again")
@@ -110,7 +110,7 @@ def test_app_host_cut_from_zookeeper_routes_fail_open_then_converges(
     system.topology.cut("app1", system.zk_names)
     wait_until(lambda: "app1" not in registry.acks(), timeout=30, what="app1's session to end")
     for port in (app.haproxy.port, app.pgbouncer.port):
-        assert served_from(system, "app1", port) == (old.port, False)  # fail-open: last good
+        assert lands_on_from(system, "app1", port, old)  # fail-open: the last good master
 
     system.crash_node(old)  # a failover app1 cannot hear about
     new = system.cluster.wait_promotion(old, timeout=60)

@@ -47,11 +47,25 @@ def client(
     )
 
 
+def server_of(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[str, int, bool]:
+    """The address and port of the PostgreSQL server behind `conn`, and whether it is in
+    recovery (nodes on hosts of their own all listen on port 5432)."""
+    query = "SELECT host(inet_server_addr()), inet_server_port(), pg_is_in_recovery()"
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return str(row[0]), int(str(row[1])), bool(row[2])
+
+
 def served_by(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, bool]:
     """The port of the PostgreSQL server behind `conn`, and whether it is in recovery."""
-    row = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
-    assert row is not None
-    return int(str(row[0])), bool(row[1])
+    _, port, in_recovery = server_of(conn)
+    return port, in_recovery
+
+
+def lands_on(address: str, port: int, node: PgNode) -> bool:
+    """A new client of the proxy at address:port lands on `node`, a writable primary."""
+    with client(port, address, timeout=2) as conn:
+        return server_of(conn) == (node.host.address, node.port, False)
 
 
 def writes_through(port: int) -> int:

@@ -17,7 +17,7 @@ from tools.harness.agrajag import DaemonProc, crash_node, hooked, set_up
 from tools.harness.netns import Topology
 from tools.harness.postgres import PgNode
 from tools.harness.procs import Host, run_service, service_dir, wait_until
-from tools.harness.proxies import HAProxy, PgBouncer, client, served_by
+from tools.harness.proxies import HAProxy, PgBouncer, lands_on
 from tools.harness.watch import WatchProc
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -133,7 +133,7 @@ class System:
         for app in self.apps.values():
             for port in (app.haproxy.port, app.pgbouncer.port):
                 wait_until(
-                    functools.partial(_routes_to, app.address, port, node.port),
+                    functools.partial(lands_on, app.address, port, node),
                     timeout=timeout,
                     what=f"{app.name}:{port} to route to {node.name}",
                     interval=0.2,
@@ -152,9 +152,3 @@ class System:
             if server.proc:
                 server.proc.resume()
         self.zk.stop()
-
-
-def _routes_to(address: str, port: int, server_port: int) -> bool:
-    """A new client of address:port lands on the writable primary at `server_port`."""
-    with client(port, address, timeout=2) as conn:
-        return served_by(conn) == (server_port, False)

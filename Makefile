@@ -1,7 +1,7 @@
 # One entry point for a fresh Debian 12 machine: `make test`, `make demo`, `make docker-test`.
 VENV        ?= .venv
 PYTHON      ?= /usr/bin/python3
-APT_PACKAGES = zookeeper postgresql-15 postgresql-15-repmgr haproxy pgbouncer prometheus python3-venv systemd openssl nftables
+APT_PACKAGES = zookeeper postgresql-15 postgresql-15-repmgr haproxy pgbouncer prometheus python3-venv systemd openssl nftables iproute2
 DOCKER_PACKAGES = docker.io docker-compose debootstrap
 SUDO        := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -18,7 +18,7 @@ from agrajag.zookeeper_settings import Role
 from tools.harness.agrajag import Daemons, hooked_cluster
 from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
-from tools.harness.procs import signal_tree, wait_until
+from tools.harness.procs import loopback_hosts, signal_tree, wait_until
 from tools.harness.silent import silent_host
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -36,7 +36,7 @@ PUBLISHED_WITHIN_S = 2 * CONNECT_TIMEOUT_S + CHECK_DEADLINE_S + 1.0
 
 @pytest.fixture
 def silent_cluster() -> Iterator[PgCluster]:
-    with hooked_cluster(pg_ctl_promote=True, distinct_hosts=True) as cluster:
+    with hooked_cluster(pg_ctl_promote=True, hosts=loopback_hosts(3)) as cluster:
         yield cluster
 
 
@@ -63,7 +63,7 @@ def test_a_silent_dead_primary_is_replaced_without_waiting_on_it(
             timeout=30,
             what="node1 published",
         )
-        with silent_host(old.host):
+        with silent_host(old.host.address):
             daemons.procs[old.name].proc.kill()
             if old.repmgrd:
                 old.repmgrd.kill()

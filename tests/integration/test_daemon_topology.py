@@ -15,7 +15,7 @@ from agrajag.zookeeper_settings import Role
 from tools.harness.agrajag import EVENT_COMMAND, Daemons
 from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
-from tools.harness.procs import wait_until
+from tools.harness.procs import loopback_hosts, wait_until
 from tools.harness.shipped import CONF_D
 from tools.harness.zookeeper import ZkEnsemble
 
@@ -27,7 +27,7 @@ STATUS = [sys.executable, "-m", "agrajag", "status"]
 
 @pytest.fixture
 def cluster() -> Iterator[PgCluster]:
-    c = PgCluster(3, event_command=EVENT_COMMAND, distinct_hosts=True, witness=True)
+    c = PgCluster(3, event_command=EVENT_COMMAND, hosts=loopback_hosts(4), witness=True)
     try:
         c.create()
         schema = (CONF_D / "agrajag-schema.sql").read_text()
@@ -67,7 +67,7 @@ def test_nodes_on_port_5432_of_distinct_hosts_and_a_witness_fail_over(
 
         node1 = cluster.nodes[0]
         first = published("node1")
-        assert (first["host"], first["port"]) == (node1.host, 5432)
+        assert (first["host"], first["port"]) == (node1.host.address, 5432)
         evidence = first["evidence"]
         assert isinstance(evidence, dict)
         assert evidence["checks"] == {
@@ -99,7 +99,7 @@ def test_nodes_on_port_5432_of_distinct_hosts_and_a_witness_fail_over(
         node1.crash()
         new = cluster.wait_promotion(node1, timeout=30)
         record = published(new.name)
-        assert (record["host"], record["port"], record["epoch"]) == (new.host, 5432, 2)
+        assert (record["host"], record["port"], record["epoch"]) == (new.host.address, 5432, 2)
         logs = daemons.logs()
         assert "unusable_conninfo" not in logs and "split_brain" not in logs
     finally:

@@ -38,7 +38,7 @@ from tools.harness import procs
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
 from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
-from tools.harness.procs import signal_tree
+from tools.harness.procs import loopback_hosts, signal_tree
 from tools.harness.silent import silent_host
 from tools.harness.watch import MasterWatch
 from tools.harness.zookeeper import ZkEnsemble
@@ -51,7 +51,9 @@ CHECK_DEADLINE_S = 2.0
 def one_failover(zk: ZkEnsemble, client: KazooClient, index: int, keep: bool) -> Sample:
     name = f"silent-{index:03d}-{os.getpid()}"
     sample = Sample("silent", index, name)
-    cluster = PgCluster(3, event_command=EVENT_COMMAND, pg_ctl_promote=True, distinct_hosts=True)
+    cluster = PgCluster(
+        3, event_command=EVENT_COMMAND, pg_ctl_promote=True, hosts=loopback_hosts(3)
+    )
     daemons: list[DaemonProc] = []
     crashed = False
     try:
@@ -76,7 +78,7 @@ def one_failover(zk: ZkEnsemble, client: KazooClient, index: int, keep: bool) ->
         watch = MasterWatch(client, f"{base}/master", old.name)
         sample.loadavg_1m = os.getloadavg()[0]
         offset = time.time() - time.monotonic()
-        with silent_host(old.host):
+        with silent_host(old.host.address):
             crashed_at = time.monotonic()
             crashed = True
             daemons[0].proc.kill()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
 import yaml
 
 from agrajag.zookeeper_settings import Role
@@ -25,17 +23,26 @@ EVENT_COMMAND = f"{AGRAJAG_NOTIFY} {HOOK_ARGS}"
 EVENT_COMMAND_CLI = f"{AGRAJAG} notify {HOOK_ARGS}"
 
 
+def hooked(size: int = 3, **options: Any) -> PgCluster:
+    """A repmgr cluster as agrajag's users run it, not created yet: repmgr's event hook calls
+    `agrajag-notify` on each node. `options` go to PgCluster (pg_ctl_promote, hosts, ...)."""
+    return PgCluster(size, event_command=EVENT_COMMAND, **options)
+
+
+def set_up(cluster: PgCluster) -> PgCluster:
+    """Create `cluster`, add the heartbeat table of conf.d's SQL, start repmgrd everywhere."""
+    cluster.create()
+    cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
+    cluster.start_repmgrd()
+    return cluster
+
+
 @contextlib.contextmanager
 def hooked_cluster(**options: Any) -> Iterator[PgCluster]:
-    """A 3-node repmgr cluster set up as agrajag's users run it: repmgr's event hook calls
-    `agrajag-notify` on each node, and the heartbeat table of conf.d's SQL exists; destroyed
-    at the end. `options` go to PgCluster (pg_ctl_promote, distinct_hosts, ...)."""
-    cluster = PgCluster(3, event_command=EVENT_COMMAND, **options)
+    """A 3-node `hooked` cluster, `set_up`; destroyed at the end."""
+    cluster = hooked(**options)
     try:
-        cluster.create()
-        cluster.nodes[0].sql((CONF_D / "agrajag-schema.sql").read_text())
-        cluster.start_repmgrd()
-        yield cluster
+        yield set_up(cluster)
     finally:
         cluster.destroy()
 
@@ -83,6 +90,7 @@ class DaemonProc:
             cwd=node.dir,
             env=service_env(node.dir),
             service=True,
+            host=node.host,
         )
 
     def start(self) -> DaemonProc:
@@ -115,17 +123,13 @@ class Daemons:
 
 
 def crash_node(node: PgNode, daemon: DaemonProc) -> float:
-    """SIGKILL the node's PostgreSQL (every process), repmgrd and daemon; the instant before."""
-    pid = node.postmaster_pid()
-    assert pid is not None and node.repmgrd is not None
-    postgres = psutil.Process(pid)
-    family = [postgres, *postgres.children(recursive=True)]
+    """A power cut: the node's PostgreSQL (every process, frozen or not), repmgrd and daemon
+    SIGKILLed together, then reaped; the instant before."""
+    assert node.repmgrd is not None
     crashed = time.monotonic()
-    for proc in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    for group in (node.repmgrd, daemon.proc):
-        os.killpg(group.pid, signal.SIGKILL)
-    for proc_ in (node.repmgrd, daemon.proc):
-        proc_.kill()  # reaps
+    for proc in (node.repmgrd, daemon.proc):
+        proc.signal(signal.SIGKILL)
+    node.kill()
+    for proc in (node.repmgrd, daemon.proc):
+        proc.kill()  # reaps
     return crashed

@@ -1,4 +1,5 @@
-"""A PostgreSQL 15 + repmgr 5.3 cluster (one primary, streaming standbys, repmgrd) on loopback.
+"""A PostgreSQL 15 + repmgr 5.3 cluster (one primary, streaming standbys, repmgrd) on loopback,
+or each node on a host of its own (`procs.Host`).
 
 Under root every PostgreSQL and repmgr command runs as the `postgres` user, in directories
 it owns. Nodes are started with pg_ctl, as repmgr itself does when a standby follows.
@@ -8,17 +9,18 @@ from __future__ import annotations
 
 import functools
 import signal
-import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 
 from tools.harness.procs import (
+    LOCAL,
+    Host,
     Proc,
-    as_service_user,
-    free_loopback_host,
     free_port,
     run_service,
     service_dir,
@@ -34,13 +36,17 @@ REPMGR = str(BINDIR / "repmgr")
 CHECK_USER = "agrajag"
 CHECK_PASSWORD = "agrajag-test-secret"
 
-HBA = f"""\
-host    all          {CHECK_USER}  127.0.0.0/8   scram-sha-256
-local   all          all                         trust
-host    all          all           127.0.0.0/8   trust
-local   replication  all                         trust
-host    replication  all           127.0.0.0/8   trust
-"""
+
+def hba(networks: Sequence[str]) -> str:
+    """pg_hba.conf for the test: trust from `networks`, but the check user's password."""
+    lines = ["local all all trust", "local replication all trust"]
+    for net in networks:
+        lines += [
+            f"host all {CHECK_USER} {net} scram-sha-256",
+            f"host all all {net} trust",
+            f"host replication all {net} trust",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -50,7 +56,7 @@ class PgNode:
     cluster: PgCluster
     node_id: int
     port: int = field(default_factory=free_port)
-    host: str = "127.0.0.1"
+    host: Host = LOCAL
     repmgrd: Proc | None = None
 
     @property
@@ -74,12 +80,12 @@ class PgNode:
         """repmgr's conninfo for the node; without `port=` (libpq's default, 5432) when the
         cluster puts each node on its own address, as repmgr's documentation writes it."""
         port = "" if self.cluster.distinct_hosts else f" port={self.port}"
-        return f"host={self.host}{port} user=repmgr dbname=repmgr connect_timeout=2"
+        return f"host={self.host.address}{port} user=repmgr dbname=repmgr connect_timeout=2"
 
     def server_settings(self) -> str:
         """postgresql.conf lines that differ per node (a clone copies the primary's)."""
         return (
-            f"listen_addresses = '{self.host}'\n"
+            f"listen_addresses = '{self.host.address}'\n"
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.dir}'\n"
         )
@@ -116,9 +122,8 @@ class PgNode:
         write_service_file(conf, text)
 
     def pg_ctl(self, *args: str, timeout: float = 60) -> str:
-        return run_service(
-            [str(BINDIR / "pg_ctl"), "-D", str(self.datadir), *args], self.dir, timeout=timeout
-        )
+        argv = [str(BINDIR / "pg_ctl"), "-D", str(self.datadir), *args]
+        return run_service(argv, self.dir, timeout=timeout, host=self.host)
 
     def start(self) -> None:
         """Start PostgreSQL as it is on disk (a stopped old primary comes back as a primary)."""
@@ -131,6 +136,19 @@ class PgNode:
     def crash(self) -> None:
         """Stop like a power cut: `pg_ctl -m immediate`."""
         self.stop("immediate")
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend (frozen or not), wait until they are gone,
+        and clear what a restart would trip on: a killed postmaster's locks (postmaster.pid,
+        its Unix socket's) stay valid while its process is a zombie nobody has reaped yet (it
+        was reparented when pg_ctl exited), which a rebooted machine would not have."""
+        pid = self.postmaster_pid()
+        if pid and self.running():
+            signal_tree(pid, signal.SIGKILL)
+            wait_until(lambda: not _alive(pid), timeout=10, what=f"{self.name}'s postmaster to die")
+        for leftover in self.dir.glob(f".s.PGSQL.{self.port}*"):
+            leftover.unlink(missing_ok=True)
+        (self.datadir / "postmaster.pid").unlink(missing_ok=True)
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -195,8 +213,9 @@ class PgNode:
         walfile = self.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
         return int(str(walfile)[:8], 16)
 
-    def repmgr(self, *args: str, timeout: float = 120) -> str:
-        return run_service([REPMGR, "-f", str(self.repmgr_conf), *args], self.dir, timeout=timeout)
+    def repmgr(self, *args: str, timeout: float = 120, ok: Sequence[int] = (0,)) -> str:
+        argv = [REPMGR, "-f", str(self.repmgr_conf), *args]
+        return run_service(argv, self.dir, timeout=timeout, host=self.host, ok=ok)
 
     def start_repmgrd(self) -> None:
         self.repmgrd = Proc(
@@ -206,6 +225,7 @@ class PgNode:
             cwd=self.dir,
             env=service_env(self.dir),
             service=True,
+            host=self.host,
         )
         write_service_file(self.dir / "repmgrd.stdout", "")
         self.repmgrd.start()
@@ -223,27 +243,31 @@ class PgCluster:
         size: int = 3,
         event_command: str | None = None,
         pg_ctl_promote: bool = False,
-        distinct_hosts: bool = False,
+        hosts: Sequence[Host] | None = None,
         witness: bool = False,
     ):
         """`event_command` is repmgr's event_notification_command; `{node_dir}` in it is
         replaced by each node's directory. `pg_ctl_promote` sets repmgr's
         service_promote_command to `pg_ctl -w promote`, as conf.d recommends.
-        `distinct_hosts` puts every node on port 5432 of its own loopback address
-        (127.x.y.z), with a conninfo that names no port, like hosts of a real cluster.
+        `hosts` puts node i on port 5432 of hosts[i - 1], with a conninfo that names no port,
+        like hosts of a real cluster (`loopback_hosts`: each on its own 127.x address);
+        by default every node is on 127.0.0.1, on a port of its own.
         `witness` adds a repmgr witness (`repmgr witness register`): its own PostgreSQL
-        instance, node<size + 1>, in `witness` and not in `nodes`; no repmgrd runs on it."""
+        instance, node<size + 1> (on the host after the nodes'), in `witness` and not in
+        `nodes`; no repmgrd runs on it."""
+        count = size + (1 if witness else 0)
+        if hosts is not None and len(hosts) != count:
+            raise ValueError(f"{count} PostgreSQL instances need {count} hosts, not {len(hosts)}")
         self.base = service_dir("pg")
         self.event_command = event_command
         self.pg_ctl_promote = pg_ctl_promote
-        self.distinct_hosts = distinct_hosts
-        self.nodes = [self._new_node(i) for i in range(1, size + 1)]
-        self.witness = self._new_node(size + 1) if witness else None
-
-    def _new_node(self, node_id: int) -> PgNode:
-        if self.distinct_hosts:
-            return PgNode(self, node_id, port=5432, host=free_loopback_host(5432))
-        return PgNode(self, node_id)
+        self.distinct_hosts = hosts is not None
+        every = [
+            PgNode(self, i) if hosts is None else PgNode(self, i, port=5432, host=hosts[i - 1])
+            for i in range(1, count + 1)
+        ]
+        self.nodes = every[:size]
+        self.witness = every[size] if witness else None
 
     @property
     def all_nodes(self) -> list[PgNode]:
@@ -260,23 +284,28 @@ class PgCluster:
             node.write_repmgr_conf()
         self._initdb(primary)
         primary.repmgr("primary", "register")
-        upstream = ["-h", primary.host, "-p", str(primary.port), "-U", "repmgr", "-d", "repmgr"]
         for node in standbys:
-            node.repmgr(*upstream, "standby", "clone", "--fast-checkpoint")
-            conf = node.datadir / "postgresql.conf"
-            write_service_file(conf, conf.read_text() + node.server_settings())
-            node.start()
-            # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
-            wait_until(
-                functools.partial(_streaming_to, primary, node.name),
-                timeout=60,
-                what=f"{node.name} to stream from {primary.name}",
-            )
-            node.repmgr("standby", "register", "--wait-sync=30")
+            self.clone_standby(node, primary)
         if self.witness:
             self._initdb(self.witness)
-            self.witness.repmgr(*upstream, "witness", "register")
+            self.witness.repmgr(*_upstream(primary), "witness", "register")
         return self
+
+    def clone_standby(self, node: PgNode, primary: PgNode, *, force: bool = False) -> None:
+        """Clone `node` from `primary`, start and register it (`force`: over a node that was
+        registered before, e.g. a former primary coming back as a standby)."""
+        again = ("--force",) if force else ()
+        node.repmgr(*_upstream(primary), "standby", "clone", "--fast-checkpoint", *again)
+        conf = node.datadir / "postgresql.conf"
+        write_service_file(conf, conf.read_text() + node.server_settings())
+        node.start()
+        # `standby register` refuses a standby not yet streaming (seen on a loaded machine).
+        wait_until(
+            functools.partial(_streaming_to, primary, node.name),
+            timeout=60,
+            what=f"{node.name} to stream from {primary.name}",
+        )
+        node.repmgr("standby", "register", "--wait-sync=30", *again)
 
     def _initdb(self, node: PgNode) -> None:
         """A new instance with repmgr's user and database and the check's role, started."""
@@ -313,7 +342,8 @@ class PgCluster:
             ]
         )
         write_service_file(conf, conf.read_text() + extra)
-        write_service_file(node.datadir / "pg_hba.conf", HBA)
+        networks = sorted({n.host.network for n in self.all_nodes})
+        write_service_file(node.datadir / "pg_hba.conf", hba(networks))
         node.start()
         psql = [
             str(BINDIR / "psql"),
@@ -347,18 +377,7 @@ class PgCluster:
 
     def cluster_show(self, node: PgNode, *args: str) -> str:
         """`repmgr cluster show` as seen from `node` (exit 25 with warnings is normal)."""
-        proc = subprocess.run(
-            [REPMGR, "-f", str(node.repmgr_conf), "cluster", "show", *args],
-            cwd=node.dir,
-            env=service_env(node.dir),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            **as_service_user(),
-        )
-        assert proc.returncode in (0, 25), proc.stderr
-        return str(proc.stdout)
+        return node.repmgr("cluster", "show", *args, timeout=60, ok=(0, 25))
 
     def writable(self) -> list[PgNode]:
         """The nodes that run and are not in recovery right now."""
@@ -388,9 +407,20 @@ class PgCluster:
             try:
                 node.stop("immediate")
             except RuntimeError:
-                pid = node.postmaster_pid()
-                if pid:
-                    signal_tree(pid, signal.SIGKILL)
+                node.kill()
+
+
+def _upstream(primary: PgNode) -> list[str]:
+    """repmgr's options to connect to `primary` (clone, witness register)."""
+    return ["-h", primary.host.address, "-p", str(primary.port), "-U", "repmgr", "-d", "repmgr"]
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _streaming_to(primary: PgNode, standby: str) -> bool:

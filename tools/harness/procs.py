@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,30 @@ ENDPOINTS: set[tuple[str, int]] = set()  # (loopback address other than 127.0.0.
 DIRS: list[Path] = []
 
 
+@dataclass(frozen=True)
+class Host:
+    """Where a process runs: the address its servers bind and its peers reach it at, the
+    network those peers come from, and the command prefixes that put a command there (as
+    root, and as the service user). This machine's loopback by default (127.0.0.1, or another
+    127.x address: `free_loopback_host`); a network namespace (`tools.harness.netns`) is
+    another host, with an `ip netns exec` prefix."""
+
+    address: str = "127.0.0.1"
+    network: str = "127.0.0.0/8"
+    prefix: tuple[str, ...] = ()
+    service_prefix: tuple[str, ...] = ()
+
+    def command(self, argv: Sequence[str], *, service: bool) -> tuple[list[str], dict[str, Any]]:
+        """argv as run on this host (as the service user if `service`), and the Popen
+        keywords that go with it."""
+        if not self.prefix:
+            return list(argv), (as_service_user() if service else {})
+        return [*(self.service_prefix if service else self.prefix), *argv], {}
+
+
+LOCAL = Host()
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 nobody listens on now and that this session has not handed out."""
     while True:
@@ -41,9 +66,10 @@ def free_port() -> int:
             return port
 
 
-def free_loopback_host(port: int) -> str:
-    """An address of 127.0.0.0/8 other than 127.0.0.1 on which nobody listens on `port` now
-    (Linux answers on the whole /8 without setup): for servers that must share one port."""
+def free_loopback_host(port: int) -> Host:
+    """A host at an address of 127.0.0.0/8 other than 127.0.0.1 on which nobody listens on
+    `port` now (Linux answers on the whole /8 without setup): for servers that must share one
+    port."""
     while True:
         host = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
         with socket.socket() as s:
@@ -53,7 +79,12 @@ def free_loopback_host(port: int) -> str:
                 continue
         if (host, port) not in ENDPOINTS:
             ENDPOINTS.add((host, port))
-            return host
+            return Host(host)
+
+
+def loopback_hosts(count: int, port: int = 5432) -> list[Host]:
+    """`count` hosts, each at its own 127.x address where `port` is free (`free_loopback_host`)."""
+    return [free_loopback_host(port) for _ in range(count)]
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:
@@ -87,19 +118,27 @@ def service_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_service(argv: Sequence[str], home: Path, timeout: float = 120) -> str:
-    """Run a command to completion as the service user; its output on failure is in the error."""
+def run_service(
+    argv: Sequence[str],
+    home: Path,
+    timeout: float = 120,
+    host: Host = LOCAL,
+    ok: Sequence[int] = (0,),
+) -> str:
+    """Run a command to completion on `host` as the service user; an exit code not in `ok`
+    raises, with its output."""
+    command, user = host.command(argv, service=True)
     proc = subprocess.run(
-        list(argv),
+        command,
         cwd=home,
         env=service_env(home),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        **as_service_user(),
+        **user,
     )
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise RuntimeError(
             f"{' '.join(argv)} exited {proc.returncode}\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -139,20 +178,23 @@ class Proc:
         cwd: Path,
         env: dict[str, str] | None = None,
         service: bool = False,
+        host: Host = LOCAL,
     ) -> None:
+        """`service`: run as the service user; `host`: where (this machine's by default)."""
         self.name = name
         self.argv = list(argv)
         self.log = log
         self.cwd = cwd
         self.env = env
         self.service = service
+        self.host = host
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
-        extra = as_service_user() if self.service else {}
+        command, extra = self.host.command(self.argv, service=self.service)
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                self.argv,
+                command,
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

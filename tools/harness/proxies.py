@@ -1,4 +1,5 @@
-"""HAProxy 2.6 (master-worker, admin and master sockets) and PgBouncer 1.18 on 127.0.0.1."""
+"""HAProxy 2.6 (master-worker, admin and master sockets) and PgBouncer 1.18 on 127.0.0.1, or on
+a host of their own (`procs.Host`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import psycopg
 from agrajag.sinks.haproxy import unix_command
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import (
+    LOCAL,
+    Host,
     Proc,
     free_port,
     listening,
@@ -26,27 +29,43 @@ PGBOUNCER = "/usr/sbin/pgbouncer"
 PGBOUNCER_ADMIN = "pgbadmin"
 
 
-def client(port: int) -> psycopg.Connection[tuple[object, ...]]:
-    """A client of the `repmgr` database through a proxy listening on 127.0.0.1:port.
+def client(
+    port: int, address: str = LOCAL.address, timeout: int = 3
+) -> psycopg.Connection[tuple[object, ...]]:
+    """A client of the `repmgr` database through a proxy (or a node) at address:port.
 
     No prepared statements, so the same client also works through transaction pooling.
     """
     return psycopg.connect(
-        host="127.0.0.1",
+        host=address,
         port=port,
         dbname="repmgr",
         user="repmgr",
-        connect_timeout=3,
+        connect_timeout=timeout,
         autocommit=True,
         prepare_threshold=None,
     )
 
 
+def server_of(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[str, int, bool]:
+    """The address and port of the PostgreSQL server behind `conn`, and whether it is in
+    recovery (nodes on hosts of their own all listen on port 5432)."""
+    query = "SELECT host(inet_server_addr()), inet_server_port(), pg_is_in_recovery()"
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return str(row[0]), int(str(row[1])), bool(row[2])
+
+
 def served_by(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, bool]:
     """The port of the PostgreSQL server behind `conn`, and whether it is in recovery."""
-    row = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
-    assert row is not None
-    return int(str(row[0])), bool(row[1])
+    _, port, in_recovery = server_of(conn)
+    return port, in_recovery
+
+
+def lands_on(address: str, port: int, node: PgNode) -> bool:
+    """A new client of the proxy at address:port lands on `node`, a writable primary."""
+    with client(port, address, timeout=2) as conn:
+        return server_of(conn) == (node.host.address, node.port, False)
 
 
 def writes_through(port: int) -> int:
@@ -79,9 +98,11 @@ def switch_over_by_hand(cluster: PgCluster, old: PgNode, new: PgNode) -> None:
 
 
 class HAProxy:
-    """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes."""
+    """HAProxy in master-worker mode; the config file is whatever the test (or a sink) writes.
+    It runs on `host` and listens on its address."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: Host = LOCAL) -> None:
+        self.host = host
         self.dir = service_dir("haproxy")
         self.port = free_port()
         self.config = self.dir / "haproxy.cfg"
@@ -106,7 +127,7 @@ class HAProxy:
         """A config routing :port to one PostgreSQL server, as the smoke test needs."""
         self.config.write_text(
             self.global_section()
-            + f"listen postgres\n    bind 127.0.0.1:{self.port}\n"
+            + f"listen postgres\n    bind {self.host.address}:{self.port}\n"
             + f"    server primary 127.0.0.1:{primary_port} check inter 500ms\n"
         )
 
@@ -123,15 +144,18 @@ class HAProxy:
             "params": {
                 "stats_socket": str(self.stats_socket),
                 "server_state_file": str(self.dir / "server-state"),
-                "bind": "127.0.0.1",
+                "bind": self.host.address,
                 "ports": {"main": self.port},
             },
         }
 
     def start(self) -> HAProxy:
         argv = [HAPROXY, "-W", "-S", str(self.master_socket), "-f", str(self.config)]
-        self.proc = Proc("haproxy", argv, log=self.dir / "haproxy.log", cwd=self.dir).start()
-        wait_until(lambda: listening(self.port), timeout=10, what="HAProxy to listen")
+        log = self.dir / "haproxy.log"
+        self.proc = Proc("haproxy", argv, log=log, cwd=self.dir, host=self.host).start()
+        wait_until(
+            lambda: listening(self.port, self.host.address), timeout=10, what="HAProxy to listen"
+        )
         wait_until(
             lambda: "worker" in self.master("show proc"), timeout=10, what="HAProxy's master"
         )
@@ -163,9 +187,13 @@ class HAProxy:
 class PgBouncer:
     """PgBouncer with an admin console; `[databases]` comes from an %include file tests rewrite."""
 
-    def __init__(self, pool_mode: str = "transaction", *, fast_connect: bool = True) -> None:
+    def __init__(
+        self, pool_mode: str = "transaction", *, fast_connect: bool = True, host: Host = LOCAL
+    ) -> None:
         """`fast_connect`: server_connect_timeout = 2 (default 15) for tests whose servers
-        are fake; off, every setting that bears on failovers keeps PgBouncer's default."""
+        are fake; off, every setting that bears on failovers keeps PgBouncer's default.
+        It runs on `host` and listens on its address."""
+        self.host = host
         self.dir = service_dir("pgbouncer")
         self.port = free_port()
         self.ini = self.dir / "pgbouncer.ini"
@@ -181,7 +209,7 @@ class PgBouncer:
             self.ini,
             f"%include {self.databases}\n"
             "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
+            f"listen_addr = {self.host.address}\n"
             f"listen_port = {self.port}\n"
             "unix_socket_dir =\n"
             "auth_type = trust\n"
@@ -199,7 +227,7 @@ class PgBouncer:
             "name": "pgbouncer",
             "template": str(CONF_D / "pgbouncer-databases.ini.j2"),
             "dest": str(self.databases),
-            "admin": {"host": "127.0.0.1", "port": self.port, "user": PGBOUNCER_ADMIN},
+            "admin": {"host": self.host.address, "port": self.port, "user": PGBOUNCER_ADMIN},
             "cut": cut,
             "clusters": ["main"],
             "params": {"databases": {"main": ["repmgr"]}},
@@ -214,14 +242,17 @@ class PgBouncer:
             cwd=self.dir,
             env=service_env(self.dir),
             service=True,
+            host=self.host,
         ).start()
-        wait_until(lambda: listening(self.port), timeout=10, what="PgBouncer to listen")
+        wait_until(
+            lambda: listening(self.port, self.host.address), timeout=10, what="PgBouncer to listen"
+        )
         return self
 
     def admin(self, command: str) -> list[tuple[object, ...]]:
         """Run one admin-console command (simple query protocol only)."""
         with psycopg.connect(
-            host="127.0.0.1",
+            host=self.host.address,
             port=self.port,
             dbname="pgbouncer",
             user=PGBOUNCER_ADMIN,
@@ -261,7 +292,7 @@ class BouncerConsole:
         """The port PgBouncer sends `database` to (SHOW DATABASES); None: not there."""
         if self.conn is None or self.conn.closed:
             self.conn = psycopg.connect(
-                host="127.0.0.1",
+                host=self.bouncer.host.address,
                 port=self.bouncer.port,
                 dbname="pgbouncer",
                 user=PGBOUNCER_ADMIN,

@@ -3,8 +3,8 @@
 `pg_ctl -m immediate` leaves the node's address up and refusing connections at once; a dead
 machine answers nothing, so every connection to it waits for its connect timeout and every
 open one for TCP's retransmissions. On loopback the same is one nftables table that drops
-every packet to or from one 127.x address (each `PgCluster(distinct_hosts=True)` node has its
-own): packets from the address are dropped too, so the RST/FIN of the processes killed
+every packet to or from one 127.x address (each node of a `PgCluster(hosts=loopback_hosts(n))`
+has its own): packets from the address are dropped too, so the RST/FIN of the processes killed
 afterwards never reach their peers, as after a power cut.
 """
 

@@ -19,7 +19,7 @@ from agrajag.record import MasterRecord, WatcherAck
 from agrajag.registry.client import Registry
 from agrajag.zookeeper_settings import Role
 from tools.harness.identities import identity_settings, kazoo_auth, secure_example
-from tools.harness.procs import Proc, free_port
+from tools.harness.procs import LOCAL, Host, Proc, free_port
 from tools.harness.shipped import AGRAJAG, CONF_D, example
 
 ROOT = "/agrajag"
@@ -62,7 +62,7 @@ def master(
 class WatchProc:
     """One `agrajag watch` process in `home`, with conf.d/watch.example.yaml's settings
     except where a test has to differ: ZooKeeper, agent, paths, timings; and by default only
-    the example's template sink (conf.d/primary.env.j2 into `dest`)."""
+    the example's template sink (conf.d/primary.env.j2 into `dest`). It runs on `host`."""
 
     def __init__(
         self,
@@ -71,6 +71,7 @@ class WatchProc:
         *,
         agent: str = "app1",
         tls: dict[str, str] | None = None,
+        host: Host = LOCAL,
         **overrides: Any,
     ) -> None:
         home.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,7 @@ class WatchProc:
             [AGRAJAG, "--log-level", "DEBUG", "watch", "--config", str(self.config)],
             log=self.log,
             cwd=home,
+            host=host,
         )
 
     def start(self) -> WatchProc:

@@ -140,6 +140,29 @@ def test_blank_invalid_and_serverless_configs_are_found() -> None:
         assert rules(h) == ["bad_proxy_config"], text
 
 
+def test_a_withdrawn_master_may_route_nowhere_and_needs_no_primary() -> None:
+    """node1, back on timeline 1 after node2's promotion, is withdrawn at 30 (node1 takes
+    writes again, so no PostgreSQL sample confirms it as the primary of its timeline):
+    the configs route nowhere until node2 is published at 40."""
+    h = clean()
+    h.records = [
+        record(1.0, 1, "node1", 1),
+        dataclasses.replace(record(30.0, 2, "node1", 1), withdrawn="node1 is a former primary"),
+        record(40.0, 3, "node2", 2),
+    ]
+    h.seen = [Seen(1.1, 1, "node1"), Seen(30.1, 2, "node1"), Seen(40.1, 3, "node2")]
+    h.configs[2:] = [
+        ConfigSample(30.2, "app1", "haproxy", haproxy(None, 2), True),
+        ConfigSample(40.2, "app1", "haproxy", haproxy("node2", 3), True),
+        ConfigSample(1.2, "app1", "pgbouncer", databases("node1"), True),
+        ConfigSample(40.2, "app1", "pgbouncer", databases("node2"), True),
+    ]
+    h.acks = [AckSample(1.3, "app1", 1), AckSample(30.3, "app1", 2), AckSample(40.3, "app1", 3)]
+    assert check(h) == []
+    h.configs.append(ConfigSample(45.0, "app1", "haproxy", haproxy(None, 3), True))
+    assert rules(h) == ["bad_proxy_config"]  # nowhere again, but node2 is published
+
+
 def test_a_config_routing_to_an_unpublished_address_is_found() -> None:
     h = clean()
     h.configs.append(ConfigSample(10.0, "app1", "haproxy", haproxy("node2"), True))

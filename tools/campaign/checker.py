@@ -62,12 +62,13 @@ def routes(sink: str, text: str) -> list[tuple[str, int]]:
 def published_non_primary(h: History) -> list[Violation]:
     """A record must name a node PostgreSQL had as the writable primary on the record's
     timeline when it was published: the node's last sample before or first sample after the
-    publication (within the evidence window) must say so."""
+    publication (within the evidence window) must say so. A withdrawn record publishes no
+    master: it names a former primary."""
     by_node: dict[str, list[PgSample]] = defaultdict(list)
     for sample in sorted(h.pg, key=lambda s: s.at):
         by_node[sample.node].append(sample)
     found = []
-    for r in h.records:
+    for r in (r for r in h.records if r.withdrawn is None):
         samples = by_node.get(r.node, [])
         i = bisect.bisect_left([s.at for s in samples], r.at)
         near = [s for s in samples[max(i - 1, 0) : i + 1] if abs(s.at - r.at) <= EVIDENCE_WINDOW_S]
@@ -175,19 +176,21 @@ def watcher_not_converged(h: History, bound: float = CONVERGENCE_BOUND_S) -> lis
 
 
 def bad_proxy_config(h: History) -> list[Violation]:
-    """No proxy config is ever blank or invalid, routes nowhere once it has routed, or
-    routes to an address no record published."""
+    """No proxy config is ever blank or invalid, routes nowhere once it has routed (unless
+    the newest record then withdrew the master), or routes to an address no record published."""
     found = []
     routed: set[tuple[str, str]] = set()
     for c in sorted(h.configs, key=lambda c: c.at):
         where = routes(c.sink, c.text)
-        published = {(r.host, r.port) for r in h.records if r.at <= c.at}
+        before = [r for r in h.records if r.at <= c.at]
+        published = {(r.host, r.port) for r in before}
+        withdrawn = bool(before) and before[-1].withdrawn is not None
         problem = ""
         if not c.text.strip():
             problem = "blank"
         elif not c.valid:
             problem = f"invalid ({c.detail})"
-        elif not where and (c.app, c.sink) in routed:
+        elif not where and (c.app, c.sink) in routed and not withdrawn:
             problem = "routes nowhere"
         elif any(w not in published for w in where):
             problem = f"routes to {where}, never published"

@@ -14,7 +14,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Record:
-    """A master record as stored in history/ (in sequence order), and when ZooKeeper stored it."""
+    """A master record as stored in history/ (in sequence order), and when ZooKeeper stored it;
+    `withdrawn` says why, when the record withdraws its node instead of publishing it."""
 
     at: float
     epoch: int
@@ -22,6 +23,7 @@ class Record:
     host: str
     port: int
     timeline: int | None
+    withdrawn: str | None = None
 
 
 @dataclass(frozen=True)

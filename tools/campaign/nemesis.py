@@ -84,15 +84,16 @@ class Nemesis:
     # -- roles -----------------------------------------------------------------------------
 
     def primary(self) -> PgNode:
-        """The writable node, or the published one among several (a split brain repmgr made
-        after the last repair, e.g. a promotion that completed after a partition healed)."""
+        """The writable node, or the one the registry keeps among several (a split brain
+        repmgr made after the last repair, e.g. a promotion completing after a partition
+        healed): the published master, or the other one when it was withdrawn."""
         return wait_until(self._primary_now, timeout=60, what="a writable primary", interval=0.5)
 
     def _primary_now(self) -> PgNode | None:
         writable = self.system.cluster.writable()
         if len(writable) > 1:
-            published = self._published()
-            return next((n for n in writable if n.name == published), None)
+            keep = self._read(lambda r: r.keep_among([n.name for n in writable]))
+            return next((n for n in writable if n.name == keep), None)
         return writable[0] if writable else None
 
     def standby(self, pick: int) -> PgNode:
@@ -113,13 +114,12 @@ class Nemesis:
                 return server
         return None
 
-    def _published(self) -> str | None:
+    def _read(self, what: Callable[[RegistryReader], str | None]) -> str | None:
         reader = RegistryReader(self.system.zk.hosts)
         try:
-            master = reader.master()
+            return what(reader)
         finally:
             reader.close()
-        return str(master["node"]) if master else None
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class Nemesis:
         new = self.system.cluster.wait_promotion(old, timeout=60)
         if pick % 2:  # back after the new primary was published, else at once (a race)
             wait_until(
-                lambda: self._published() == new.name,
+                lambda: self._read(RegistryReader.routed_node) == new.name,
                 timeout=60,
                 what=f"{new.name} to be published",
                 interval=0.2,

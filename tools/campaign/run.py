@@ -155,16 +155,16 @@ class Campaign:
                 node.start_repmgrd()
 
     def _sole_primary(self) -> PgNode | None:
-        """The one writable node; with two, keep the published one and rejoin the others."""
+        """The one writable node; with two, keep the one the registry keeps (the published master,
+        or the other when it was withdrawn) and rejoin the others."""
         writable = self.system.cluster.writable()
         if len(writable) < 2:
             return writable[0] if writable else None
         reader = RegistryReader(self.system.zk.hosts)
         try:
-            master = reader.master()
+            keep = reader.keep_among([n.name for n in writable]) or writable[0].name
         finally:
             reader.close()
-        keep = master["node"] if master else writable[0].name
         for node in writable:
             if node.name != keep:
                 self.log(f"  {node.name} is writable besides {keep}: rejoin")
@@ -183,6 +183,7 @@ class Campaign:
                     str(s.data["host"]),
                     int(s.data["port"]),
                     s.data.get("timeline"),
+                    s.data.get("withdrawn"),
                 )
                 for s in reader.history()
             ]

@@ -48,6 +48,21 @@ class RegistryReader:
         stored = self._get(f"{self.base}/master")
         return stored.data if stored else None
 
+    def routed_node(self) -> str | None:
+        """The node the master record routes to: none when absent or withdrawn."""
+        master = self.master()
+        return None if master is None or master.get("withdrawn") else str(master["node"])
+
+    def keep_among(self, writable: list[str]) -> str | None:
+        """Of several writable nodes, the one to keep as the primary: the published master,
+        or, when the record withdrew it as a former primary, another one."""
+        master = self.master()
+        if master is None:
+            return None
+        if master.get("withdrawn"):
+            return next((n for n in writable if n != master["node"]), None)
+        return str(master["node"]) if master["node"] in writable else None
+
     def history(self) -> list[Stored]:
         """Every published record in publication order."""
         found = (self._get(f"{self.base}/history/{n}") for n in self._children("history"))

@@ -11,41 +11,16 @@ from typing import Any
 from agrajag.daemon.probe_values import NodeCheck, Outcome, ProbeRound
 from agrajag.daemon.repmgr import parse_cluster_show
 from agrajag.daemon.view import ClusterView
-from agrajag.record import MasterRecord, NodeRecord
+from agrajag.record import NodeRecord
 from agrajag.zookeeper_settings import Role
 from tools.harness.identities import secure_example, write_secret
+from tools.harness.records import master_record as master_record
 from tools.harness.shipped import example
 
 REPMGR_HEADER = (
     " ID | Name | Role | Status | Upstream | Location | Priority | Timeline | Connection string\n"
     "----+------+------+--------+----------+----------+----------+----------+------------------\n"
 )
-
-
-def master_record(
-    node: int = 1,
-    epoch: int = 5,
-    *,
-    cluster: str = "main",
-    host: str | None = None,
-    port: int = 5432,
-    timeline: int | None = 1,
-    published_by: str = "node3",
-    withdrawn: str | None = None,
-) -> MasterRecord:
-    """A valid record naming `node<node>` at 10.0.0.<node> unless `host` says otherwise."""
-    return MasterRecord(
-        cluster=cluster,
-        epoch=epoch,
-        node_id=node,
-        node=f"node{node}",
-        host=host or f"10.0.0.{node}",
-        port=port,
-        timeline=timeline,
-        published_by=published_by,
-        published_at="2026-11-22T00:00:00.000Z",
-        withdrawn=withdrawn,
-    )
 
 
 def node_record(node: str) -> NodeRecord:

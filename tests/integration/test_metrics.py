@@ -17,8 +17,9 @@ from tests.promtool import check_metrics
 from tools.harness.agrajag import DaemonProc, Daemons
 from tools.harness.postgres import PgCluster
 from tools.harness.procs import wait_until
+from tools.harness.records import master_record
 from tools.harness.shipped import CONF_D
-from tools.harness.watch import Publisher, WatchProc, master
+from tools.harness.watch import Publisher, WatchProc
 from tools.harness.zookeeper import ZkEnsemble
 
 pytestmark = pytest.mark.integration
@@ -256,7 +257,7 @@ def test_watcher_metrics_follow_records_refusals_failing_sinks_and_zookeeper(
 ) -> None:
     publisher = Publisher(zk.hosts)
     try:
-        publisher.write(master(1))
+        publisher.write(master_record(epoch=1))
         broken = tmp_path / "sink-broken"
         sink = {
             "type": "template",
@@ -280,11 +281,11 @@ def test_watcher_metrics_follow_records_refusals_failing_sinks_and_zookeeper(
         assert s.value("agrajag_watch_last_apply_timestamp_seconds", sink="app-env")
         assert s.value("agrajag_watch_registry_connected") == 1
 
-        publisher.write(master(2, node=2))
+        publisher.write(master_record(2, epoch=2))
         eventually(lambda: applied() == 2, "epoch 2 applied")
 
         # A record that would roll the master back: refused, counted once, nothing applied.
-        publisher.write(master(1, node=3))
+        publisher.write(master_record(3, epoch=1))
         eventually(
             lambda: (
                 watch_scrape(watch).value(
@@ -301,7 +302,7 @@ def test_watcher_metrics_follow_records_refusals_failing_sinks_and_zookeeper(
 
         # A sink whose check fails: applied stays behind published, failures are counted.
         broken.touch()
-        publisher.write(master(3, node=3))
+        publisher.write(master_record(3, epoch=3))
         eventually(
             lambda: (
                 (w := watch_scrape(watch)).value("agrajag_watch_published_epoch", cluster="main")

@@ -40,8 +40,9 @@ from agrajag.watch.rules import Backoff, FailMode
 from agrajag.watch.settings import WatchConfig
 from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 from tools.harness import procs
+from tools.harness.records import master_record
 from tools.harness.shipped import CONF_D
-from tools.harness.watch import ROOT, master
+from tools.harness.watch import ROOT
 from tools.harness.zookeeper import ZkEnsemble
 
 WATCHERS = 200
@@ -201,7 +202,7 @@ def measure(hosts: str, base: Path, watchers: int, sink: str) -> dict[str, Any]:
     workers: list[subprocess.Popen[bytes]] = []
     try:
         path = f"{ROOT}/main/master"
-        client.create(path, master(1).to_json(), makepath=True)
+        client.create(path, master_record(epoch=1).to_json(), makepath=True)
         acks = Acks(client, [f"bench-{i}" for i in range(watchers)])
         started = time.monotonic()
         workers = start_workers(hosts, base, sink, watchers)
@@ -212,7 +213,7 @@ def measure(hosts: str, base: Path, watchers: int, sink: str) -> dict[str, Any]:
         for epoch in range(2, ROUNDS + 2):
             time.sleep(0.5)
             published = time.monotonic()
-            client.set(path, master(epoch, node=epoch % 3 + 1).to_json())
+            client.set(path, master_record(epoch % 3 + 1, epoch=epoch).to_json())
             times = acks.wait_all(epoch, ROUND_TIMEOUT_S, workers)
             all_acked.append(max(times) - published)
             each.extend(t - published for t in times)

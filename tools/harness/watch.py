@@ -38,27 +38,6 @@ def example_sinks(home: Path) -> dict[str, dict[str, Any]]:
     return sinks
 
 
-def master(
-    epoch: int,
-    node: int = 1,
-    *,
-    host: str | None = None,
-    port: int = 5432,
-    cluster: str = "main",
-) -> MasterRecord:
-    return MasterRecord(
-        cluster=cluster,
-        epoch=epoch,
-        node_id=node,
-        node=f"node{node}",
-        host=host or f"10.0.0.{node}",
-        port=port,
-        timeline=1,
-        published_by="test",
-        published_at="2026-11-22T00:00:00.000Z",
-    )
-
-
 class WatchProc:
     """One `agrajag watch` process in `home`, with conf.d/watch.example.yaml's settings
     except where a test has to differ: ZooKeeper, agent, paths, timings; and by default only

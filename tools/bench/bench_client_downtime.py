@@ -111,7 +111,12 @@ def _sections(name: str, haproxy: HAProxy, bouncer: PgBouncer, template: Path) -
 
 
 def one_failover(
-    zk: ZkEnsemble, zclient: KazooClient, index: int, attempt: int, template: Path
+    zk: ZkEnsemble,
+    zclient: KazooClient,
+    index: int,
+    attempt: int,
+    template: Path,
+    keep: bool = False,
 ) -> Sample:
     name = f"downtime-{index:03d}" + (f"-retry{attempt}" if attempt else "")
     sample = Sample(index, name)
@@ -208,8 +213,8 @@ def one_failover(
         haproxy.stop()
         bouncer.stop()
         cluster.destroy()
-        if sample.error:
-            print(f"  kept {cluster.base} for inspection: {sample.error}", flush=True)
+        if sample.error or keep:
+            print(f"  kept {cluster.base} for inspection: {sample.error or 'keep'}", flush=True)
         else:
             shutil.rmtree(cluster.base, ignore_errors=True)
     if crashed is None:
@@ -278,17 +283,20 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--name", default="client_downtime", help="file names in --out")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep every cluster's directory (daemon logs)"
+    )
     args = parser.parse_args()
     started = time.monotonic()
     loads = [os.getloadavg()]
 
     def one(zk: ZkEnsemble, client: KazooClient, index: int, attempt: int) -> Sample:
-        sample = one_failover(zk, client, index, attempt, args.haproxy_template)
+        sample = one_failover(zk, client, index, attempt, args.haproxy_template, args.keep)
         loads.append(os.getloadavg())
         return sample
 
     plan = [(f"#{i:<2}", i) for i in range(args.failovers)]
-    samples, setup_failures = run_failovers(plan, one, _line)
+    samples, setup_failures = run_failovers(plan, one, _line, keep=args.keep)
     result = report(samples)
     print_table(result)
     write_results(args, samples, result, setup_failures, loads, started)

@@ -87,6 +87,7 @@ class Daemon:
         self._targets: tuple[ProbeTarget, ...] = ()  # the last view's, checked while reading
         self._reads: list[Future[ClusterView]] = []  # running `repmgr cluster show`
         self._next_read: tuple[float, Future[ClusterView]] | None = None  # (started, read)
+        self._floor: Future[int] | None = None  # the epoch floor, read early after an event
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
@@ -100,11 +101,13 @@ class Daemon:
         cluster = self.settings.cluster
         self.metrics.polls.labels(cluster, trigger_label(trigger)).inc()
         self._laps = [("start", time.monotonic())]
-        pool = ThreadPoolExecutor(1 + MAX_READS, thread_name_prefix="agrajag-round")
+        pool = ThreadPoolExecutor(2 + MAX_READS, thread_name_prefix="agrajag-round")
         try:
             with self.metrics.poll_duration.labels(cluster).time():
                 checked = self._targets
                 early = pool.submit(self._check_nodes, checked) if checked else None
+                event = trigger.startswith("notify_")  # the promotion? read the floor early
+                self._floor = pool.submit(self._epoch_floor) if event else None
                 started, reading = self._read_started_early() or self._read(pool)
                 self._await_read(started, reading, pool)
                 decision = self._after_read(reading, early, checked)
@@ -225,11 +228,14 @@ class Daemon:
         if not isinstance(decision, Publish):
             return decision
         try:
-            floor = self.registry.epoch_floor(self.settings.cluster)
+            floor = self._floor.result() if self._floor else self._epoch_floor()
         except RegistryError as exc:
             return refusal(exc, "reading the epoch floor failed: ")
         self.highest_epoch = max(self.highest_epoch, floor)
         return decide(replace(situation, epoch_floor=self.highest_epoch))
+
+    def _epoch_floor(self) -> int:
+        return self.registry.epoch_floor(self.settings.cluster)
 
     def _targets_of(self, view: ClusterView) -> tuple[ProbeTarget, ...]:
         """Rule 2: every data node is checked; a witness is writable by design."""

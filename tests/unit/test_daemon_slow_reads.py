@@ -176,6 +176,45 @@ def test_reads_running_at_once_are_bounded(settings: DaemonSettings) -> None:
     assert io.reads == MAX_READS
 
 
+class FloorWatch(FakeRegistry):
+    """A registry that tells when the epoch floor is read."""
+
+    def __init__(self, **fields: object) -> None:
+        super().__init__(**fields)  # type: ignore[arg-type]
+        self.floor_read = threading.Event()
+
+    def epoch_floor(self, cluster: str) -> int:
+        self.floor_read.set()
+        return super().epoch_floor(cluster)
+
+
+def test_after_a_repmgr_event_the_epoch_floor_is_read_while_repmgr_is_read(
+    settings: DaemonSettings,
+) -> None:
+    """The event may be the promotion: what a publish needs besides repmgr's view and the
+    check is read beside them, and the publish is still above every epoch seen (rule 6)."""
+    io = Io(HEALTHY, FAILED_OVER, checked=probe(node1=SILENT, node2=W, node3=RO))
+    registry = FloorWatch(nodes=dict.fromkeys(("node1", "node2", "node3"), 0), acks={"app": 7})
+    d = Daemon(
+        settings,
+        registry,
+        DaemonMetrics(),
+        Inbox(),
+        read_view=io.read_view,
+        check_nodes=io.check_nodes,
+    )
+    assert isinstance(d.round("poll"), Refuse)  # node1 silent: no publish, no floor read
+    assert not registry.floor_read.is_set()
+
+    def read_needs_the_floor() -> None:  # a sequential round would never get past this
+        assert registry.floor_read.wait(BOUND_S), "the floor was not read beside repmgr"
+
+    io.before_read = read_needs_the_floor
+    decision = d.round("notify_standby_promote")
+    assert isinstance(decision, Publish) and decision.record.node == "node2"
+    assert decision.record.epoch == 8  # above the watcher's acknowledgement
+
+
 HEALTHY_ROWS = (
     repmgr_row(1, "primary", "* running", 1),
     repmgr_row(2, "standby", "  running", 1, "node1"),

@@ -41,6 +41,12 @@ NOTIFY_POLL_S = 0.02
 #: them (0.75 s measured). A flood of datagrams never piles up more repmgr processes (each
 #: is bounded by repmgr.timeout_s).
 MAX_READS = 3
+#: How long the newest read runs before a newer event starts another beside it. repmgr
+#: raises its events in bursts (standby_promote, repmgrd_failover_promote, repmgrd_reload
+#: within 100 ms): reads started at once ran beside the read that would publish and slowed
+#: it down (two repmgr processes and their connections on the same host; 148-207 ms instead
+#: of 40-80 ms measured), while a read that ends sooner is followed by a fresh one anyway.
+SLOW_READ_S = 0.25
 
 
 class Daemon:
@@ -53,9 +59,9 @@ class Daemon:
     a round does not wait on it twice in a row or behind itself: the INSERT check of the
     previous view's nodes runs while repmgr is read (used when the view names the same
     nodes), and an `agrajag notify` that comes in while a round reads repmgr starts the next
-    round's read at once: the current round still decides on its view, the next one on a
-    view read after the event. repmgr raises several events per failover, so the publish
-    follows the event by one read, not by a round plus a read.
+    round's read once the running one is slow (SLOW_READ_S): the current round still decides
+    on its view, the next one on a view read after the event. repmgr raises several events
+    per failover, so the publish follows the event by one read, not by a round plus a read.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class Daemon:
         read_view: ReadView = read_view,
         check_nodes: CheckNodes = check_nodes,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,  # the clock of the reads and events
         config_path: str | None = None,
     ) -> None:
         self.settings = settings
@@ -77,7 +84,7 @@ class Daemon:
         self.inbox = inbox
         self.read_view = read_view
         self.check_nodes = check_nodes
-        self.clock = clock
+        self.clock, self.monotonic = clock, monotonic
         #: Run the next round at once: a publish lost its compare-and-set, or this round's
         #: repmgr read began before the latest `agrajag notify`.
         self.reread = False
@@ -119,7 +126,7 @@ class Daemon:
         return decision
 
     def _read(self, pool: ThreadPoolExecutor) -> tuple[float, Future[ClusterView]]:
-        started = time.monotonic()  # the read begins after this: it sees all posted before
+        started = self.monotonic()  # the read begins after this: it sees all posted before
         reading = pool.submit(self.read_view, self.settings.repmgr)
         self._reads.append(reading)
         return started, reading
@@ -139,11 +146,12 @@ class Daemon:
     ) -> None:
         """Wait for this round's read; an `agrajag notify` posted after it began (repmgr
         raises its event after updating its metadata, so this read may predate it) starts
-        the next round's read at once, at most MAX_READS at a time."""
+        the next round's read once the newest read has run SLOW_READ_S, at most MAX_READS at
+        a time."""
         while not wait([reading], timeout=NOTIFY_POLL_S).done:
             latest = self.inbox.last_notified_at
             newest = self._next_read[0] if self._next_read else started
-            if latest is None or latest <= newest:
+            if latest is None or latest <= newest or self.monotonic() - newest < SLOW_READ_S:
                 continue
             self._reads = [r for r in self._reads if not r.done()]
             if len(self._reads) < MAX_READS:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from agrajag.daemon.decision import Publish, Refuse, Unchanged
-from agrajag.daemon.loop import MAX_READS, Daemon
+from agrajag.daemon.loop import MAX_READS, SLOW_READ_S, Daemon
 from agrajag.daemon.probe_values import Outcome, ProbeRound, ProbeTarget
 from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
 from agrajag.daemon.view import ClusterView
@@ -154,6 +154,35 @@ def test_a_read_older_than_a_later_notify_is_used_then_read_again(
     decision = d.round("reread")
     assert isinstance(decision, Publish) and decision.record.node == "node2"
     assert io.reads == 3
+
+
+def test_events_during_a_quick_read_start_no_read_beside_it(settings: DaemonSettings) -> None:
+    """repmgr raises standby_promote, repmgrd_failover_promote and repmgrd_reload within
+    100 ms: a read beside the one that may publish would slow it down, so another read
+    starts only once the running one has taken SLOW_READ_S (a silent host)."""
+    inbox, now = Inbox(), [100.0]
+    io = Io(HEALTHY, FAILED_OVER, checked=probe(node1=SILENT, node2=W, node3=RO))
+
+    def burst_then_slow() -> None:
+        io.before_read = lambda: None
+        io.read_started.clear()
+        inbox.post(Notified("repmgrd_failover_promote", now[0] + 0.01))
+        assert not io.read_started.wait(0.2), "a read started beside a quick one"
+        now[0] += SLOW_READ_S + 0.01
+        assert io.read_started.wait(BOUND_S), "no read started beside a slow one"
+
+    io.before_read = burst_then_slow
+    d = Daemon(
+        settings,
+        FakeRegistry(nodes=dict.fromkeys(("node1", "node2", "node3"), 0)),
+        DaemonMetrics(),
+        inbox,
+        read_view=io.read_view,
+        check_nodes=io.check_nodes,
+        monotonic=lambda: now[0],
+    )
+    assert isinstance(d.round("notify_standby_promote"), Refuse)
+    assert io.reads == 2
 
 
 def test_reads_running_at_once_are_bounded(settings: DaemonSettings) -> None:

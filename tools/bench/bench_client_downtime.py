@@ -20,7 +20,10 @@ one clock, from that instant:
 - HAProxy / PgBouncer routing: their runtime state (`show servers state`, `SHOW DATABASES`,
   polled every 5 ms) first names the new primary's port;
 - client write downtime: from the last write the old primary acknowledged to the first one
-  the new primary acknowledged (`INSERT ... RETURNING inet_server_port()`), per client.
+  the new primary acknowledged (`INSERT ... RETURNING inet_server_port()`), per client;
+- agrajag's share, from the DEBUG line of the daemon round that published: repmgr's
+  `standby_promote` row -> the round's start (the hook; negative when a polling round began
+  before it), the round's `repmgr cluster show`, and its ZooKeeper calls.
 
 The target is downtime <= promotion + 300 ms at p99 for every client. Writes JSON and two
 pictures (one failover's timeline, the distributions) into --out (default bench-results/).
@@ -34,6 +37,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import threading
 import time
@@ -198,6 +202,7 @@ def one_failover(
         for t in threads:
             t.stop()
         _measure(sample, cluster, clients, writers, probes, watch, crashed, offset)
+        sample.publishing_round = publishing_round(daemons[1:], sample.new_primary)
     except Exception as exc:  # one broken failover must not end the whole run
         sample.error = f"{type(exc).__name__}: {exc}"
         if crashed is None:
@@ -220,6 +225,26 @@ def one_failover(
     if crashed is None:
         raise SetupFailed(sample.error)
     return sample
+
+
+#: The daemon's DEBUG line of each round: `round trigger=T woke_ms=W repmgr_ms=R ...`
+_ROUND = re.compile(r"round trigger=(\S+) ((?:\w+_ms=[0-9.]+ ?)+)")
+
+
+def publishing_round(daemons: list[DaemonProc], node: str) -> dict[str, str | float]:
+    """The round that published `node`: which daemon, what woke it, its phases in ms."""
+    for daemon in daemons:
+        lines = daemon.output().splitlines()
+        for i, line in enumerate(lines):
+            if f"decision=publish node={node} " not in line:
+                continue
+            found = next((m for m in map(_ROUND.search, lines[i : i + 10]) if m), None)
+            if found:
+                phases = dict(kv.split("=") for kv in found[2].split())
+                return {"node": daemon.node.name, "trigger": found[1]} | {
+                    k: float(v) for k, v in phases.items()
+                }
+    return {}
 
 
 def _measure(
@@ -311,10 +336,12 @@ def _line(s: Sample) -> str:
     routed = " ".join(
         f"{k} {v * 1e3:.0f}" if v is not None else f"{k} -" for k, v in s.routed_s.items()
     )
+    r = s.publishing_round
+    published = f"; {r['node']} {r['trigger']} repmgr {r['repmgr_ms']:.0f}" if r else ""
     return (
         f"promotion {s.promotion_s * 1e3:.0f} znode {s.znode_s * 1e3:.0f}"
         f" routed: {routed}; downtime ms: {down}; lost {sum(s.lost_writes.values())}"
-        f" (load {s.loadavg_1m:.1f})" + (f" ERROR {s.error}" if s.error else "")
+        f" (load {s.loadavg_1m:.1f})" + (f" ERROR {s.error}" if s.error else "") + published
     )
 
 

@@ -34,18 +34,13 @@ log = logging.getLogger("agrajag.daemon")
 
 #: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
 NOTIFY_POLL_S = 0.02
-#: `repmgr cluster show` running at once at most: the round's own and reads started early
-#: for the next round by newer events. With a dead primary one read takes 8 s (four connect
-#: timeouts), so an event (standby_promote) can come while the round's read and the read a
-#: first event (repmgrd_upstream_disconnect) started both still wait; with two it waited for
-#: them (0.75 s measured). A flood of datagrams never piles up more repmgr processes (each
-#: is bounded by repmgr.timeout_s).
+#: `repmgr cluster show` running at once at most: the round's own and reads started for the
+#: next round by newer events (a dead primary holds one read 8 s: standby_promote can come
+#: while two wait, 0.75 s lost with two). Each is bounded by repmgr.timeout_s.
 MAX_READS = 3
-#: How long the newest read runs before a newer event starts another beside it. repmgr
-#: raises its events in bursts (standby_promote, repmgrd_failover_promote, repmgrd_reload
-#: within 100 ms): reads started at once ran beside the read that would publish and slowed
-#: it down (two repmgr processes and their connections on the same host; 148-207 ms instead
-#: of 40-80 ms measured), while a read that ends sooner is followed by a fresh one anyway.
+#: How long the newest read runs before a newer event starts another beside it: repmgr's
+#: events come in bursts (3 within 100 ms of a promotion), and reads beside the one that
+#: would publish slowed it (148-207 ms instead of 40-80 ms); a quick one is followed anyway.
 SLOW_READ_S = 0.25
 
 
@@ -94,7 +89,7 @@ class Daemon:
         self._targets: tuple[ProbeTarget, ...] = ()  # the last view's, checked while reading
         self._reads: list[Future[ClusterView]] = []  # running `repmgr cluster show`
         self._next_read: tuple[float, Future[ClusterView]] | None = None  # (started, read)
-        self._floor: Future[int] | None = None  # the epoch floor, read early after an event
+        self._early: Future[tuple[Current, int]] | None = None  # master, floor: after an event
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
@@ -113,8 +108,8 @@ class Daemon:
             with self.metrics.poll_duration.labels(cluster).time():
                 checked = self._targets
                 early = pool.submit(self._check_nodes, checked) if checked else None
-                event = trigger.startswith("notify_")  # the promotion? read the floor early
-                self._floor = pool.submit(self._epoch_floor) if event else None
+                event = trigger.startswith("notify_")  # the promotion? read the registry early
+                self._early = pool.submit(self._read_early) if event else None
                 started, reading = self._read_started_early() or self._read(pool)
                 self._await_read(started, reading, pool)
                 decision = self._after_read(reading, early, checked)
@@ -233,17 +228,20 @@ class Daemon:
         (rule 6): reading every history entry and acknowledgement each round would cost a
         read per entry per daemon per poll."""
         decision = decide(situation)
-        if not isinstance(decision, Publish):
+        if not isinstance(decision, Publish) or self._early:  # the floor is in already
             return decision
         try:
-            floor = self._floor.result() if self._floor else self._epoch_floor()
+            floor = self.registry.epoch_floor(self.settings.cluster)
         except RegistryError as exc:
             return refusal(exc, "reading the epoch floor failed: ")
         self.highest_epoch = max(self.highest_epoch, floor)
         return decide(replace(situation, epoch_floor=self.highest_epoch))
 
-    def _epoch_floor(self) -> int:
-        return self.registry.epoch_floor(self.settings.cluster)
+    def _read_early(self) -> tuple[Current, int]:
+        """Beside repmgr after an event: all a publish reads in the registry but the guard."""
+        self._register()
+        cluster = self.settings.cluster
+        return self.registry.read_master(cluster), self.registry.epoch_floor(cluster)
 
     def _targets_of(self, view: ClusterView) -> tuple[ProbeTarget, ...]:
         """Rule 2: every data node is checked; a witness is writable by design."""
@@ -276,8 +274,12 @@ class Daemon:
         version. Also keeps this daemon registered and its registry metrics current."""
         cluster = self.settings.cluster
         try:
-            self._register()
-            current = self.registry.read_master(cluster)
+            if self._early:
+                current, floor = self._early.result()
+                self.highest_epoch = max(self.highest_epoch, floor)
+            else:
+                self._register()
+                current = self.registry.read_master(cluster)
             guard = self.registry.guard_version(cluster, candidate.name) if candidate else None
             self.metrics.live_daemons.labels(cluster).set(len(self.registry.live_nodes(cluster)))
         except AccessDenied:

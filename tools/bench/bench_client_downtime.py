@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import threading
 import time
@@ -65,7 +64,7 @@ from tools.bench.downtime_report import (
     report,
     stages,
 )
-from tools.bench.failovers import SetupFailed, prepare, run_failovers
+from tools.bench.failovers import SetupFailed, prepare, publish_round, run_failovers
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc, crash_node
 from tools.harness.clients import CLIENT_INTERVAL_S, Client
 from tools.harness.postgres import PgCluster
@@ -202,7 +201,9 @@ def one_failover(
         for t in threads:
             t.stop()
         _measure(sample, cluster, clients, writers, probes, watch, crashed, offset)
-        sample.publishing_round = publishing_round(daemons[1:], sample.new_primary)
+        sample.publishing_round = _publishing_round(
+            daemons[1:], sample.new_primary, crashed + offset
+        )
     except Exception as exc:  # one broken failover must not end the whole run
         sample.error = f"{type(exc).__name__}: {exc}"
         if crashed is None:
@@ -225,26 +226,6 @@ def one_failover(
     if crashed is None:
         raise SetupFailed(sample.error)
     return sample
-
-
-#: The daemon's DEBUG line of each round: `round trigger=T woke_ms=W repmgr_ms=R ...`
-_ROUND = re.compile(r"round trigger=(\S+) ((?:\w+_ms=[0-9.]+ ?)+)")
-
-
-def publishing_round(daemons: list[DaemonProc], node: str) -> dict[str, str | float]:
-    """The round that published `node`: which daemon, what woke it, its phases in ms."""
-    for daemon in daemons:
-        lines = daemon.output().splitlines()
-        for i, line in enumerate(lines):
-            if f"decision=publish node={node} " not in line:
-                continue
-            found = next((m for m in map(_ROUND.search, lines[i : i + 10]) if m), None)
-            if found:
-                phases = dict(kv.split("=") for kv in found[2].split())
-                return {"node": daemon.node.name, "trigger": found[1]} | {
-                    k: float(v) for k, v in phases.items()
-                }
-    return {}
 
 
 def _measure(
@@ -300,6 +281,15 @@ def _measure(
         sample.error = f"no write on the new primary within {AFTER_CRASH_S:g} s: {missing}"
 
 
+def _publishing_round(daemons: list[DaemonProc], node: str, since: float) -> dict[str, Any]:
+    """The round that published `node` after `since`: which daemon, what woke it, its phases."""
+    for daemon in daemons:
+        with contextlib.suppress(LookupError):
+            _, trigger, phases = publish_round(daemon.output(), node, since)
+            return {"node": daemon.node.name, "trigger": trigger, "ms": phases}
+    return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_client_downtime")
     parser.add_argument("--failovers", type=int, default=10)
@@ -337,7 +327,7 @@ def _line(s: Sample) -> str:
         f"{k} {v * 1e3:.0f}" if v is not None else f"{k} -" for k, v in s.routed_s.items()
     )
     r = s.publishing_round
-    published = f"; {r['node']} {r['trigger']} repmgr {r['repmgr_ms']:.0f}" if r else ""
+    published = f"; {r['node']} {r['trigger']} repmgr {r['ms']['repmgr']:.0f}" if r else ""
     return (
         f"promotion {s.promotion_s * 1e3:.0f} znode {s.znode_s * 1e3:.0f}"
         f" routed: {routed}; downtime ms: {down}; lost {sum(s.lost_writes.values())}"

@@ -40,8 +40,8 @@ class Sample:
     lost_writes: dict[str, int] = field(default_factory=dict)
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)  # for the timeline
     #: the round that published the new primary, from its daemon's DEBUG line: node,
-    #: trigger, and the phases in ms (woke_ms, repmgr_ms, check_ms, registry_ms, ...)
-    publishing_round: dict[str, str | float] = field(default_factory=dict)
+    #: trigger, and ms: its phases in ms (woke, repmgr, check, registry, publish, total)
+    publishing_round: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
 
@@ -76,16 +76,16 @@ def _publishing_round(s: Sample, event_to_znode: float | None) -> dict[str, floa
     """Where agrajag's share went: the event -> the publishing round's start (repmgr's hook,
     or how long before the event a polling round began: negative), and the round's repmgr
     read and ZooKeeper calls (the master, the guard, the epoch floor, the write)."""
-    r = s.publishing_round
-    if not r:
+    ms = s.publishing_round.get("ms")
+    if not ms:
         return {}
-    total = float(r["total_ms"]) / 1e3
+    total = ms["total"] / 1e3
     return {
         "promote_event_to_publishing_round": (
             event_to_znode - total if event_to_znode is not None else None
         ),
-        "publishing_round_repmgr": float(r["repmgr_ms"]) / 1e3,
-        "publishing_round_zookeeper": (float(r["registry_ms"]) + float(r["publish_ms"])) / 1e3,
+        "publishing_round_repmgr": ms["repmgr"] / 1e3,
+        "publishing_round_zookeeper": (ms["registry"] + ms["publish"]) / 1e3,
     }
 
 

@@ -51,8 +51,8 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def cluster_with_hook() -> Iterator[PgCluster]:
-    """`pg_cluster` set up as agrajag's users run it: repmgr's event hook calls
-    `agrajag-notify` on each node, and the heartbeat table of conf.d's SQL exists."""
+    """`pg_cluster` set up as agrajag's users run it: repmgr's event hook as conf.d ships it
+    on each node, and the heartbeat table of conf.d's SQL exists."""
     with hooked_cluster() as cluster:
         yield cluster
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agrajag.daemon.decision import Refuse
-from agrajag.daemon.probe import check_round
+from agrajag.daemon.probe import KeptConnections, check_round
 from agrajag.daemon.probe_values import ProbeRound, ProbeTarget
 from agrajag.daemon.repmgr import run_cluster_show
 from agrajag.daemon.settings import CheckSettings, RepmgrSettings
@@ -64,14 +64,21 @@ def read_view(repmgr: RepmgrSettings) -> ClusterView:
     ).view
 
 
-def check_nodes(targets: Sequence[ProbeTarget], check: CheckSettings, me: str) -> ProbeRound:
-    """The INSERT check on every target at once, within the configured deadline."""
+def check_nodes(
+    targets: Sequence[ProbeTarget],
+    check: CheckSettings,
+    me: str,
+    kept: KeptConnections | None = None,
+) -> ProbeRound:
+    """The INSERT check on every target at once, within the configured deadline; with
+    `kept`, on the connections of the last round."""
     return check_round(
         targets,
         check.credentials,
         checker=me,
         deadline_s=check.deadline_s,
         connect_timeout_s=check.connect_timeout_s,
+        kept=kept,
     )
 
 

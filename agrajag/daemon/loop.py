@@ -19,6 +19,7 @@ from agrajag.daemon.io import CheckNodes, DaemonRegistry, ReadView, check_nodes,
 from agrajag.daemon.liveness import Liveness
 from agrajag.daemon.probe_values import ProbeRound, ProbeTarget
 from agrajag.daemon.repmgr import RepmgrError
+from agrajag.daemon.report import tell
 from agrajag.daemon.settings import DaemonSettings
 from agrajag.daemon.view import ClusterView, Node
 from agrajag.errors import AgrajagError
@@ -34,13 +35,14 @@ log = logging.getLogger("agrajag.daemon")
 
 #: How often a round reading repmgr looks for a newer `agrajag notify` (seconds).
 NOTIFY_POLL_S = 0.02
-#: `repmgr cluster show` running at once at most: the round's own and reads started early
-#: for the next round by newer events. With a dead primary one read takes 8 s (four connect
-#: timeouts), so an event (standby_promote) can come while the round's read and the read a
-#: first event (repmgrd_upstream_disconnect) started both still wait; with two it waited for
-#: them (0.75 s measured). A flood of datagrams never piles up more repmgr processes (each
-#: is bounded by repmgr.timeout_s).
+#: `repmgr cluster show` running at once at most: the round's own and reads started for the
+#: next round by newer events (a dead primary holds one read 8 s: standby_promote can come
+#: while two wait, 0.75 s lost with two). Each is bounded by repmgr.timeout_s.
 MAX_READS = 3
+#: How long the newest read runs before a newer event starts another beside it: repmgr's
+#: events come in bursts (3 within 100 ms of a promotion), and reads beside the one that
+#: would publish slowed it (148-207 ms instead of 40-80 ms); a quick one is followed anyway.
+SLOW_READ_S = 0.25
 
 
 class Daemon:
@@ -53,9 +55,9 @@ class Daemon:
     a round does not wait on it twice in a row or behind itself: the INSERT check of the
     previous view's nodes runs while repmgr is read (used when the view names the same
     nodes), and an `agrajag notify` that comes in while a round reads repmgr starts the next
-    round's read at once: the current round still decides on its view, the next one on a
-    view read after the event. repmgr raises several events per failover, so the publish
-    follows the event by one read, not by a round plus a read.
+    round's read once the running one is slow (SLOW_READ_S): the current round still decides
+    on its view, the next one on a view read after the event. repmgr raises several events
+    per failover, so the publish follows the event by one read, not by a round plus a read.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Daemon:
         read_view: ReadView = read_view,
         check_nodes: CheckNodes = check_nodes,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,  # the clock of the reads and events
         config_path: str | None = None,
     ) -> None:
         self.settings = settings
@@ -77,7 +80,7 @@ class Daemon:
         self.inbox = inbox
         self.read_view = read_view
         self.check_nodes = check_nodes
-        self.clock = clock
+        self.clock, self.monotonic = clock, monotonic
         #: Run the next round at once: a publish lost its compare-and-set, or this round's
         #: repmgr read began before the latest `agrajag notify`.
         self.reread = False
@@ -87,6 +90,7 @@ class Daemon:
         self._targets: tuple[ProbeTarget, ...] = ()  # the last view's, checked while reading
         self._reads: list[Future[ClusterView]] = []  # running `repmgr cluster show`
         self._next_read: tuple[float, Future[ClusterView]] | None = None  # (started, read)
+        self._early: Future[tuple[Current, int]] | None = None  # master, floor: after an event
         #: The highest epoch this daemon has read or written: a floor that survives a wiped
         #: registry (rule 6), so watchers never see an epoch go back while daemons run.
         self.highest_epoch = 0
@@ -100,23 +104,25 @@ class Daemon:
         cluster = self.settings.cluster
         self.metrics.polls.labels(cluster, trigger_label(trigger)).inc()
         self._laps = [("start", time.monotonic())]
-        pool = ThreadPoolExecutor(1 + MAX_READS, thread_name_prefix="agrajag-round")
+        pool = ThreadPoolExecutor(2 + MAX_READS, thread_name_prefix="agrajag-round")
         try:
             with self.metrics.poll_duration.labels(cluster).time():
                 checked = self._targets
                 early = pool.submit(self._check_nodes, checked) if checked else None
+                event = trigger.startswith("notify_")  # the promotion? read the registry early
+                self._early = pool.submit(self._read_early) if event else None
                 started, reading = self._read_started_early() or self._read(pool)
                 self._await_read(started, reading, pool)
                 decision = self._after_read(reading, early, checked)
         finally:
             pool.shutdown(wait=False)
-        self._log(decision, trigger)
+        tell(decision, self.settings.cluster, trigger, self.metrics.decisions)
         self._log_laps(trigger)
         self._tell_liveness(decision)
         return decision
 
     def _read(self, pool: ThreadPoolExecutor) -> tuple[float, Future[ClusterView]]:
-        started = time.monotonic()  # the read begins after this: it sees all posted before
+        started = self.monotonic()  # the read begins after this: it sees all posted before
         reading = pool.submit(self.read_view, self.settings.repmgr)
         self._reads.append(reading)
         return started, reading
@@ -136,11 +142,12 @@ class Daemon:
     ) -> None:
         """Wait for this round's read; an `agrajag notify` posted after it began (repmgr
         raises its event after updating its metadata, so this read may predate it) starts
-        the next round's read at once, at most MAX_READS at a time."""
+        the next round's read once the newest read has run SLOW_READ_S, at most MAX_READS at
+        a time."""
         while not wait([reading], timeout=NOTIFY_POLL_S).done:
             latest = self.inbox.last_notified_at
             newest = self._next_read[0] if self._next_read else started
-            if latest is None or latest <= newest:
+            if latest is None or latest <= newest or self.monotonic() - newest < SLOW_READ_S:
                 continue
             self._reads = [r for r in self._reads if not r.done()]
             if len(self._reads) < MAX_READS:
@@ -222,7 +229,7 @@ class Daemon:
         (rule 6): reading every history entry and acknowledgement each round would cost a
         read per entry per daemon per poll."""
         decision = decide(situation)
-        if not isinstance(decision, Publish | Withdraw):
+        if not isinstance(decision, Publish | Withdraw) or self._early:  # floor read already
             return decision
         try:
             floor = self.registry.epoch_floor(self.settings.cluster)
@@ -230,6 +237,12 @@ class Daemon:
             return refusal(exc, "reading the epoch floor failed: ")
         self.highest_epoch = max(self.highest_epoch, floor)
         return decide(replace(situation, epoch_floor=self.highest_epoch))
+
+    def _read_early(self) -> tuple[Current, int]:
+        """Beside repmgr after an event: all a publish reads in the registry but the guard."""
+        self._register()
+        cluster = self.settings.cluster
+        return self.registry.read_master(cluster), self.registry.epoch_floor(cluster)
 
     def _targets_of(self, view: ClusterView) -> tuple[ProbeTarget, ...]:
         """Rule 2: every data node is checked; a witness is writable by design."""
@@ -262,8 +275,12 @@ class Daemon:
         version. Also keeps this daemon registered and its registry metrics current."""
         cluster = self.settings.cluster
         try:
-            self._register()
-            current = self.registry.read_master(cluster)
+            if self._early:
+                current, floor = self._early.result()
+                self.highest_epoch = max(self.highest_epoch, floor)
+            else:
+                self._register()
+                current = self.registry.read_master(cluster)
             guard = self.registry.guard_version(cluster, candidate.name) if candidate else None
             self.metrics.live_daemons.labels(cluster).set(len(self.registry.live_nodes(cluster)))
         except AccessDenied:
@@ -325,35 +342,6 @@ class Daemon:
         if refused is Reason.LAYOUT_MISSING:
             self._layout_ready = False
         return Refuse(refused, f"{refused} {verb} {record.node}")
-
-    def _log(self, decision: Decision, trigger: str) -> None:
-        cluster = self.settings.cluster
-        if isinstance(decision, Publish):
-            r = decision.record
-            self.metrics.decisions.labels(cluster, "publish", "ok").inc()
-            log.info(
-                "cluster=%s decision=publish node=%s host=%s port=%d epoch=%d trigger=%s",
-                cluster, r.node, r.host, r.port, r.epoch, trigger,
-            )  # fmt: skip
-        elif isinstance(decision, Withdraw):
-            r = decision.record
-            self.metrics.decisions.labels(cluster, "withdraw", Reason.SPLIT_BRAIN.value).inc()
-            log.error(
-                "cluster=%s decision=withdraw node=%s epoch=%d trigger=%s detail=%r",
-                cluster, r.node, r.epoch, trigger, r.withdrawn,
-            )  # fmt: skip
-        elif isinstance(decision, Refuse):
-            self.metrics.decisions.labels(cluster, "refuse", decision.reason.value).inc()
-            log.warning(
-                "cluster=%s decision=refuse reason=%s trigger=%s detail=%r",
-                cluster, decision.reason.value, trigger, decision.detail,
-            )  # fmt: skip
-        else:
-            self.metrics.decisions.labels(cluster, "unchanged", "ok").inc()
-            log.debug(
-                "cluster=%s decision=unchanged node=%s epoch=%d trigger=%s",
-                cluster, decision.record.node, decision.record.epoch, trigger,
-            )  # fmt: skip
 
     # -- the loop --------------------------------------------------------------------------
 

@@ -26,11 +26,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg import pq
 from psycopg.rows import TupleRow
 
 from agrajag.daemon.probe_values import (
@@ -44,6 +45,7 @@ from agrajag.errors import ConfigError
 
 __all__ = [
     "SCHEMA_DDL",
+    "KeptConnections",
     "check_round",
     "classify",
 ]
@@ -113,6 +115,7 @@ def check_round(
     checker: str,
     deadline_s: float = 2.0,
     connect_timeout_s: float = 2.0,
+    kept: KeptConnections | None = None,
 ) -> ProbeRound:
     """Try the heartbeat write on every target at once; return within `deadline_s`.
 
@@ -120,15 +123,19 @@ def check_round(
     that has not answered by the deadline is a `timeout`; its thread is interrupted (cancel,
     then socket shutdown if the server does not answer that either) and closes its
     connection on its own shortly after. libpq's `connect_timeout` is whole seconds, at
-    least 2. Raises `ConfigError` for invalid arguments, never for a node's failure.
+    least 2. With `kept`, each node's connection is kept for the next round (see
+    KeptConnections). Raises `ConfigError` for invalid arguments, never for a node's failure.
     """
     _validate(targets, checker, deadline_s, connect_timeout_s)
+    if kept:
+        kept.retain({(target, credentials) for target in targets})
     attempt = _Attempt(
         credentials,
         checker,
         deadline_s,
         time.monotonic() + deadline_s,
         max(1, math.ceil(connect_timeout_s)),
+        kept,
     )
     executor = ThreadPoolExecutor(max(1, len(targets)), thread_name_prefix="agrajag-probe")
     try:
@@ -166,6 +173,7 @@ class _Attempt:
     deadline_s: float
     deadline_at: float
     connect_timeout: int
+    kept: KeptConnections | None
 
     def check(self, target: ProbeTarget) -> NodeCheck:
         started = time.monotonic()
@@ -186,7 +194,19 @@ class _Attempt:
         return NodeCheck(name, Outcome.TIMEOUT, latency_s, f"no answer within {self.deadline_s}s")
 
     def _write(self, target: ProbeTarget) -> int | None:
-        conn = psycopg.connect(
+        key = (target, self.credentials)
+        conn = self.kept.take(key) if self.kept else None
+        if conn is not None:
+            try:
+                return self._upsert(key, conn)
+            except psycopg.OperationalError:
+                if not conn.broken or time.monotonic() >= self.deadline_at:
+                    raise
+                # the server ended the session since the last round (a restart): a new one
+        return self._upsert(key, self._connect(target))
+
+    def _connect(self, target: ProbeTarget) -> psycopg.Connection[TupleRow]:
+        return psycopg.connect(
             host=target.host,
             port=target.port,
             dbname=target.dbname,
@@ -198,16 +218,63 @@ class _Attempt:
             application_name="agrajag-probe",
             autocommit=True,
         )
-        with closing(conn), _watchdog(conn, self.deadline_at, grace_s=self.connect_timeout):
-            if time.monotonic() >= self.deadline_at:
-                return None  # connected after the round gave up: write nothing
-            try:
-                row = conn.execute(_UPSERT, (self.checker,)).fetchone()
-            except pgerrors.UndefinedTable:  # also when the schema is missing
-                with conn.transaction():
-                    conn.execute(SCHEMA_DDL)
+
+    def _upsert(self, key: _Key, conn: psycopg.Connection[TupleRow]) -> int | None:
+        """The write on `conn`; then `conn` is kept for the next round if it is idle and on
+        time (an answer, even an error like a standby's 25006), else closed."""
+        try:
+            with _watchdog(conn, self.deadline_at, grace_s=self.connect_timeout):
+                if time.monotonic() >= self.deadline_at:
+                    return None  # connected after the round gave up: write nothing
+                try:
                     row = conn.execute(_UPSERT, (self.checker,)).fetchone()
-            return int(str(row[0])[:8], 16) if row else None
+                except pgerrors.UndefinedTable:  # also when the schema is missing
+                    with conn.transaction():
+                        conn.execute(SCHEMA_DDL)
+                        row = conn.execute(_UPSERT, (self.checker,)).fetchone()
+                return int(str(row[0])[:8], 16) if row else None
+        finally:
+            idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
+            if self.kept and idle and not conn.broken and time.monotonic() < self.deadline_at:
+                self.kept.give(key, conn)
+            else:
+                conn.close()
+
+
+_Key = tuple[ProbeTarget, Credentials]
+
+
+class KeptConnections:
+    """The check's connections, kept from one round to the next, one per node: a new one
+    costs a backend start and a SCRAM exchange (milliseconds of CPU on both sides, every
+    round, on the host whose repmgr read the daemon waits for). A connection is lent to one
+    check at a time and given back only when that check ended cleanly on time; one the
+    server closed meanwhile is replaced within the check. Each daemon holds one session per
+    node (`application_name` agrajag-probe): count them in `max_connections`."""
+
+    def __init__(self) -> None:
+        self._idle: dict[_Key, psycopg.Connection[TupleRow]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: _Key) -> psycopg.Connection[TupleRow] | None:
+        with self._lock:
+            return self._idle.pop(key, None)
+
+    def give(self, key: _Key, conn: psycopg.Connection[TupleRow]) -> None:
+        with self._lock:
+            old, self._idle[key] = self._idle.get(key), conn
+        if old is not None:
+            old.close()
+
+    def retain(self, keys: set[_Key]) -> None:
+        """Close the idle connections to nodes no longer checked (or with other credentials)."""
+        with self._lock:
+            gone = [self._idle.pop(key) for key in list(self._idle) if key not in keys]
+        for conn in gone:
+            conn.close()
+
+    def close(self) -> None:
+        self.retain(set())
 
 
 @contextmanager

@@ -4,11 +4,14 @@ at once)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
 
+from agrajag.daemon.io import check_nodes
 from agrajag.daemon.loop import Daemon
+from agrajag.daemon.probe import KeptConnections
 from agrajag.daemon.settings import DaemonSettings
 from agrajag.daemon.wakeup import WakeupListener
 from agrajag.inbox import Inbox, Notified, Wake
@@ -35,7 +38,15 @@ def run_daemon(config_path: str) -> int:
     )
     zk = settings.zookeeper
     registry = Registry.connect(zk, Role.DAEMON, start_timeout=zk.call_timeout_s)
-    daemon = Daemon(settings, registry, metrics, inbox, config_path=config_path)
+    kept = KeptConnections()
+    daemon = Daemon(
+        settings,
+        registry,
+        metrics,
+        inbox,
+        check_nodes=functools.partial(check_nodes, kept=kept),
+        config_path=config_path,
+    )
     signal.signal(signal.SIGHUP, lambda _sig, _frame: inbox.post(Wake.RELOAD))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: inbox.post(Wake.STOP))
@@ -52,6 +63,7 @@ def run_daemon(config_path: str) -> int:
         except RegistryError as exc:
             log.warning("could not delete the liveness node: %s", exc)
         registry.close()
+        kept.close()
         inbox.close()
         log.info("cluster=%s node=%s stopped", settings.cluster, settings.node)
     return 0

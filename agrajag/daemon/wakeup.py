@@ -1,8 +1,11 @@
-"""The local wake-up channel: repmgr's event hook (`agrajag notify`) wakes the daemon at once.
+"""The local wake-up channel: repmgr's event hook wakes the daemon at once.
 
 A Unix datagram socket: sending never blocks, a daemon that is not running costs the hook
 nothing, and repmgr is never held up or failed by agrajag ("push", with polling as the
-fallback). Configure repmgr.conf as in `conf.d/repmgr-event-notification.conf`.
+fallback). Configure repmgr.conf as in `conf.d/repmgr-event-notification.conf`. Two senders:
+`agrajag-notify` (a JSON object), and util-linux's `logger -d -u SOCKET event=%e ...` (a
+syslog line with `key=value` words): repmgr runs the hook, and waits for it, on every event
+of a failover, and `logger` starts in about 2 ms where any Python takes 25 ms or more.
 
 Anyone who may write to the socket can send anything: every datagram is judged by
 `read_datagram`, which never raises; a bad one is counted (by `result`) and dropped, and the
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 SOCKET_MODE = 0o660
 #: repmgr's event names (`standby_promote`, `repmgrd_failover_promote`, ...), bounded.
 _EVENT = re.compile(r"[a-z0-9_]{0,64}")
+#: A syslog line's priority, as `logger` starts every one.
+_SYSLOG = re.compile(r"<[0-9]{1,3}>")
 #: How often a dropped datagram is logged (the metric counts every one).
 _LOG_EVERY_S = 60.0
 
@@ -48,6 +53,8 @@ def read_datagram(data: bytes) -> tuple[str, str]:
     ('too_deep', '')
     >>> read_datagram(b'{"event": "x\\\\nFAKE LOG LINE"}')
     ('invalid', '')
+    >>> read_datagram(b"<13>Dec  1 05:03:21 agrajag: event=standby_promote node_id=2 success=1")
+    ('accepted', 'standby_promote')
     """
     if len(data) > MAX_DATAGRAM:
         return "oversized", ""
@@ -55,12 +62,15 @@ def read_datagram(data: bytes) -> tuple[str, str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "not_utf8", ""
-    try:
-        doc = json.loads(text)
-    except RecursionError:
-        return "too_deep", ""
-    except ValueError:  # not JSON, or a number too long to convert
-        return "not_json", ""
+    if _SYSLOG.match(text):  # logger's: the words after the header, `key=value` ones
+        doc: object = dict(word.split("=", 1) for word in text.split() if "=" in word)
+    else:
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            return "too_deep", ""
+        except ValueError:  # not JSON, or a number too long to convert
+            return "not_json", ""
     event = doc.get("event", "") if isinstance(doc, dict) else None
     if not isinstance(event, str) or not _EVENT.fullmatch(event):
         return "invalid", ""

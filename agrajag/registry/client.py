@@ -32,7 +32,7 @@ from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
 from agrajag.reasons import Reason
-from agrajag.record import MasterRecord, NodeRecord, RecordError, WatcherAck
+from agrajag.record import MasterRecord, NodeRecord, WatcherAck
 from agrajag.registry.acl import Policy
 from agrajag.registry.boundary import edge
 from agrajag.registry.connection import kazoo_acl, new_client
@@ -42,7 +42,7 @@ from agrajag.registry.errors import (
     RegistryError,
     Unavailable,
 )
-from agrajag.registry.values import Current, Paths, Session
+from agrajag.registry.values import Current, Paths, Session, parse_all
 from agrajag.zookeeper_settings import Role, ZooKeeperSettings
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,27 @@ class Registry:
         async_method = getattr(self.client, f"{method}_async")
         return self.retry.copy()(lambda: self._wait(async_method(*args, **kwargs)))
 
+    def _call_all(self, calls: list[tuple[str, str]]) -> list[Any]:
+        """`_call(method, path)` for each (method, path), sent all at once: one round trip, not
+        one each (a publish reads every history entry first, on the failover's path). A znode
+        gone meanwhile answers None. Bounded and retried as a whole."""
+        self._require_connected("reads")
+
+        def attempt() -> list[Any]:
+            sent = [getattr(self.client, f"{method}_async")(path) for method, path in calls]
+            return [self._answer(request) for request in sent]
+
+        return list(self.retry.copy()(attempt))
+
+    def _answer(self, request: Any) -> Any:
+        with contextlib.suppress(NoNodeError):
+            return self._wait(request)
+        return None
+
+    def _get_all(self, paths: list[str]) -> list[tuple[str, Any]]:
+        """(path, (data, stat) or None when gone) for each path, read at once."""
+        return list(zip(paths, self._call_all([("get", p) for p in paths]), strict=True))
+
     def _commit(self, transaction: Any) -> list[Any]:
         """Commit a multi-op transaction within the bound, once: after a failure the next
         round re-reads instead of retrying blindly. Returns kazoo's result list."""
@@ -244,31 +265,27 @@ class Registry:
     @edge
     def read_master(self, cluster: str) -> Current:
         """The master znode as read; an unreadable record is a `problem`, never an exception."""
-        return self._read_master(cluster)
-
-    def _read_master(self, cluster: str) -> Current:
-        paths = Paths(self.root, cluster)
-        try:
-            data, stat = self._call("get", paths.master)
-        except NoNodeError:
-            return Current(None, -1, 0)
-        try:
-            record = MasterRecord.from_json(data, source=paths.master)
-        except RecordError as exc:
-            return Current(None, int(stat.version), 0, str(exc))
-        return Current(record, int(stat.version), record.epoch)
+        path = Paths(self.root, cluster).master
+        return Current.parse(path, *self._call_all([("get", path)]))
 
     @edge
     def epoch_floor(self, cluster: str) -> int:
         """The highest epoch the registry still shows anywhere: the master, every history entry
         and every watcher's acknowledgement (publishing rule 6). Read only before a publish:
-        it costs a read per history entry and per watcher."""
-        acks = self._watchers(cluster).values()
+        it reads every history entry and watcher (in two round trips, all at once)."""
+        p = Paths(self.root, cluster)
+        master, history, watchers = self._call_all(
+            [("get", p.master), ("get_children", p.history), ("get_children", p.watchers)]
+        )
+        entries = [f"{p.history}/{name}" for name in history or []]
+        answers = self._get_all(entries + [f"{p.watchers}/{name}" for name in watchers or []])
+        records = parse_all(answers[: len(entries)], MasterRecord.from_json).values()
+        acks = parse_all(answers[len(entries) :], WatcherAck.from_json).values()
         return max(
             [
-                self._read_master(cluster).last_epoch,
-                *(record.epoch for record in self._history(cluster, last=None)),
-                *(ack.applied_epoch for ack in acks if isinstance(ack, WatcherAck)),
+                Current.parse(p.master, master).last_epoch,
+                *(r.epoch for r in records if isinstance(r, MasterRecord)),
+                *(a.applied_epoch for a in acks if isinstance(a, WatcherAck)),
             ]
         )
 
@@ -319,16 +336,14 @@ class Registry:
         return self._history(cluster, last)
 
     def _history(self, cluster: str, last: int | None) -> list[MasterRecord]:
-        paths = Paths(self.root, cluster)
-        records = []
-        names = self._children(paths.history)
-        for name in names if last is None else names[-last:]:
-            try:
-                data, _ = self._call("get", f"{paths.history}/{name}")
-                records.append(MasterRecord.from_json(data, source=f"{paths.history}/{name}"))
-            except (NoNodeError, RecordError) as exc:
-                log.warning("skipping history entry %s: %s", name, exc)
-        return records
+        history = Paths(self.root, cluster).history
+        names = self._children(history)
+        entries = [f"{history}/{name}" for name in (names if last is None else names[-last:])]
+        parsed = parse_all(self._get_all(entries), MasterRecord.from_json)
+        for name, problem in parsed.items():
+            if isinstance(problem, str):
+                log.warning("skipping history entry %s: %s", name, problem)
+        return [record for record in parsed.values() if isinstance(record, MasterRecord)]
 
     @edge
     def watch_master(self, cluster: str, on_change: Callable[[], None]) -> None:
@@ -382,25 +397,12 @@ class Registry:
     @edge
     def watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         """Each live watcher's acknowledgement (or why it could not be read)."""
-        return self._watchers(cluster)
-
-    def _watchers(self, cluster: str) -> dict[str, WatcherAck | str]:
         return self._records(Paths(self.root, cluster).watchers, WatcherAck.from_json)
 
     def _records(self, parent: str, parse: Callable[[bytes, str], R]) -> dict[str, R | str]:
         """Each child of `parent` parsed (or why it could not be); one gone meanwhile is left
         out (ephemeral nodes come and go)."""
-        result: dict[str, R | str] = {}
-        for name in self._children(parent):
-            path = f"{parent}/{name}"
-            try:
-                data, _ = self._call("get", path)
-                result[name] = parse(data, path)
-            except NoNodeError:
-                continue
-            except RecordError as exc:
-                result[name] = str(exc)
-        return result
+        return parse_all(self._get_all([f"{parent}/{n}" for n in self._children(parent)]), parse)
 
     @edge
     def node_records(self, cluster: str) -> dict[str, NodeRecord | str]:

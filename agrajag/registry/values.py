@@ -9,10 +9,14 @@ publishing rules and the watcher's rules take these values without loading a Zoo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
-from agrajag.record import MasterRecord
+from agrajag.record import MasterRecord, RecordError
+
+R = TypeVar("R")
 
 
 class Session(StrEnum):
@@ -32,6 +36,34 @@ class Current:
     version: int  # -1: the znode does not exist
     last_epoch: int
     problem: str | None = None  # why an existing znode could not be used
+
+    @classmethod
+    def parse(cls, path: str, answer: tuple[bytes, Any] | None) -> Current:
+        """From kazoo's (data, stat) of the master znode, None when it does not exist."""
+        if answer is None:
+            return cls(None, -1, 0)
+        data, stat = answer
+        try:
+            record = MasterRecord.from_json(data, source=path)
+        except RecordError as exc:
+            return cls(None, int(stat.version), 0, str(exc))
+        return cls(record, int(stat.version), record.epoch)
+
+
+def parse_all(
+    answers: Iterable[tuple[str, tuple[bytes, Any] | None]], parse: Callable[[bytes, str], R]
+) -> dict[str, R | str]:
+    """Each (path, kazoo's (data, stat)) parsed, or why it could not be, by znode name; one
+    gone meanwhile (None) is left out: ephemeral nodes come and go."""
+    parsed: dict[str, R | str] = {}
+    for path, answer in answers:
+        if answer is not None:
+            name = path.rpartition("/")[2]
+            try:
+                parsed[name] = parse(answer[0], path)
+            except RecordError as exc:
+                parsed[name] = str(exc)
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,8 @@ def test_first_publish_and_failover_publish_exactly_once(setup: Setup) -> None:
     time.sleep(3)  # three more poll rounds of three daemons: no churn
     history = observer.history()
     assert [(h["epoch"], h["node"]) for h in history] == [(1, "node1"), (2, new.name)], setup.logs()
+    # repmgr's events on the promoted node reached its daemon through conf.d's hook
+    assert "trigger=notify_" in setup.daemons.procs[new.name].output(), setup.logs()
 
 
 def test_old_primary_back_without_rejoin_never_flips_the_master_back(setup: Setup) -> None:

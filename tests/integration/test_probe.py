@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agrajag.daemon.probe import check_round
+from agrajag.daemon.probe import KeptConnections, check_round
 from agrajag.daemon.probe_values import Credentials, Outcome, ProbeRound, ProbeTarget
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, PgCluster, PgNode
 from tools.harness.procs import wait_until
@@ -32,7 +33,7 @@ def outcomes(probe: ProbeRound) -> dict[str, Outcome]:
 
 
 def timed_round(
-    cluster: PgCluster, credentials: Credentials = CREDS, **kwargs: float
+    cluster: PgCluster, credentials: Credentials = CREDS, **kwargs: Any
 ) -> tuple[ProbeRound, float]:
     started = time.monotonic()
     probe = check_round(
@@ -92,6 +93,40 @@ def test_primary_is_writable_standbys_read_only_and_the_heartbeat_replicates(
         )
     sessions = "SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'agrajag'"
     eventually(primary, sessions)  # every connection the probe opened is closed
+
+
+def test_kept_connections_serve_the_next_round_and_a_restarted_node_gets_a_new_one(
+    cluster: PgCluster,
+) -> None:
+    """The daemon keeps one session per node between rounds (no backend start and SCRAM
+    exchange every round); a node restarted meanwhile is checked on a new session, not
+    reported unreachable for the one its restart closed."""
+    standby = cluster.nodes[2]
+    sessions = "SELECT pid FROM pg_stat_activity WHERE application_name = 'agrajag-probe'"
+    kept = KeptConnections()
+    try:
+        first, _ = timed_round(cluster, kept=kept)
+        before = [node.sql(sessions) for node in cluster.nodes]
+        second, _ = timed_round(cluster, kept=kept)
+        assert (
+            outcomes(first)
+            == outcomes(second)
+            == {
+                "node1": Outcome.WRITABLE,
+                "node2": Outcome.READ_ONLY,
+                "node3": Outcome.READ_ONLY,
+            }
+        )
+        assert [node.sql(sessions) for node in cluster.nodes] == before  # the same sessions
+        assert all(len(pids) == 1 for pids in before)
+        stop_failover(cluster)
+        standby.stop()
+        standby.start()
+        third, _ = timed_round(cluster, kept=kept)
+        assert outcomes(third) == outcomes(first)
+    finally:
+        kept.close()
+    eventually(cluster.nodes[0], f"SELECT count(*) = 0 FROM ({sessions}) AS probes")
 
 
 def test_the_table_is_created_on_first_use_where_the_role_may(pg_cluster: PgCluster) -> None:

@@ -178,9 +178,13 @@ def test_a_duplicate_daemon_name_has_its_own_reason(settings: DaemonSettings) ->
     assert "0x12" in decision.detail and registry.published == []
 
 
-def test_an_unreadable_registry_publishes_nothing(settings: DaemonSettings) -> None:
-    registry = FakeRegistry(nodes=live("node1"), fail={"read_master": Unavailable("suspended")})
-    decision = daemon(settings, registry).round()
+@pytest.mark.parametrize("trigger", ["poll", "notify_standby_promote"])  # read after, beside
+@pytest.mark.parametrize("method", ["read_master", "epoch_floor"])
+def test_an_unreadable_registry_publishes_nothing(
+    settings: DaemonSettings, trigger: str, method: str
+) -> None:
+    registry = FakeRegistry(nodes=live("node1"), fail={method: Unavailable("suspended")})
+    decision = daemon(settings, registry).round(trigger)
     assert isinstance(decision, Refuse) and decision.reason is Reason.NOT_CONNECTED
     assert registry.published == []
 

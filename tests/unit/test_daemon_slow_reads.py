@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from agrajag.daemon.decision import Publish, Refuse, Unchanged
-from agrajag.daemon.loop import MAX_READS, Daemon
+from agrajag.daemon.loop import MAX_READS, SLOW_READ_S, Daemon
 from agrajag.daemon.probe_values import Outcome, ProbeRound, ProbeTarget
 from agrajag.daemon.settings import CheckSettings, DaemonSettings, RepmgrSettings
 from agrajag.daemon.view import ClusterView
@@ -156,6 +156,35 @@ def test_a_read_older_than_a_later_notify_is_used_then_read_again(
     assert io.reads == 3
 
 
+def test_events_during_a_quick_read_start_no_read_beside_it(settings: DaemonSettings) -> None:
+    """repmgr raises standby_promote, repmgrd_failover_promote and repmgrd_reload within
+    100 ms: a read beside the one that may publish would slow it down, so another read
+    starts only once the running one has taken SLOW_READ_S (a silent host)."""
+    inbox, now = Inbox(), [100.0]
+    io = Io(HEALTHY, FAILED_OVER, checked=probe(node1=SILENT, node2=W, node3=RO))
+
+    def burst_then_slow() -> None:
+        io.before_read = lambda: None
+        io.read_started.clear()
+        inbox.post(Notified("repmgrd_failover_promote", now[0] + 0.01))
+        assert not io.read_started.wait(0.2), "a read started beside a quick one"
+        now[0] += SLOW_READ_S + 0.01
+        assert io.read_started.wait(BOUND_S), "no read started beside a slow one"
+
+    io.before_read = burst_then_slow
+    d = Daemon(
+        settings,
+        FakeRegistry(nodes=dict.fromkeys(("node1", "node2", "node3"), 0)),
+        DaemonMetrics(),
+        inbox,
+        read_view=io.read_view,
+        check_nodes=io.check_nodes,
+        monotonic=lambda: now[0],
+    )
+    assert isinstance(d.round("notify_standby_promote"), Refuse)
+    assert io.reads == 2
+
+
 def test_reads_running_at_once_are_bounded(settings: DaemonSettings) -> None:
     """A flood of events does not pile up repmgr processes: MAX_READS at once, whatever
     else comes in meanwhile."""
@@ -174,6 +203,45 @@ def test_reads_running_at_once_are_bounded(settings: DaemonSettings) -> None:
     io.before_read = flood
     daemon(settings, io, inbox).round()
     assert io.reads == MAX_READS
+
+
+class FloorWatch(FakeRegistry):
+    """A registry that tells when the epoch floor is read."""
+
+    def __init__(self, **fields: object) -> None:
+        super().__init__(**fields)  # type: ignore[arg-type]
+        self.floor_read = threading.Event()
+
+    def epoch_floor(self, cluster: str) -> int:
+        self.floor_read.set()
+        return super().epoch_floor(cluster)
+
+
+def test_after_a_repmgr_event_the_epoch_floor_is_read_while_repmgr_is_read(
+    settings: DaemonSettings,
+) -> None:
+    """The event may be the promotion: what a publish needs besides repmgr's view and the
+    check is read beside them, and the publish is still above every epoch seen (rule 6)."""
+    io = Io(HEALTHY, FAILED_OVER, checked=probe(node1=SILENT, node2=W, node3=RO))
+    registry = FloorWatch(nodes=dict.fromkeys(("node1", "node2", "node3"), 0), acks={"app": 7})
+    d = Daemon(
+        settings,
+        registry,
+        DaemonMetrics(),
+        Inbox(),
+        read_view=io.read_view,
+        check_nodes=io.check_nodes,
+    )
+    assert isinstance(d.round("poll"), Refuse)  # node1 silent: no publish, no floor read
+    assert not registry.floor_read.is_set()
+
+    def read_needs_the_floor() -> None:  # a sequential round would never get past this
+        assert registry.floor_read.wait(BOUND_S), "the floor was not read beside repmgr"
+
+    io.before_read = read_needs_the_floor
+    decision = d.round("notify_standby_promote")
+    assert isinstance(decision, Publish) and decision.record.node == "node2"
+    assert decision.record.epoch == 8  # above the watcher's acknowledgement
 
 
 HEALTHY_ROWS = (

@@ -90,3 +90,47 @@ def test_nothing_is_sent_while_the_session_is_suspended() -> None:
     with pytest.raises(Unavailable, match="session is suspended"):
         registry(client, []).read_master("main")
     assert client.calls == 0
+
+
+class Recording(FakeClient):
+    """Answers by path, and records when each request is sent and when it is waited for."""
+
+    def __init__(self, data: dict[str, Any], children: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.data, self.children = data, children
+        self.log: list[str] = []
+
+    def _answer(self, kind: str, path: str, table: dict[str, Any]) -> Answer:
+        self.log.append(f"send {kind} {path}")
+        outcome = table.get(path, NoNodeError())
+        answer = Answer(outcome)
+        get = answer.get
+
+        def waited(timeout: float) -> Any:
+            self.log.append(f"wait {kind} {path}")
+            return get(timeout)
+
+        answer.get = waited  # type: ignore[method-assign]
+        return answer
+
+    def get_async(self, path: str) -> Answer:
+        return self._answer("get", path, self.data)
+
+    def get_children_async(self, path: str) -> Answer:
+        return self._answer("children", path, self.children)
+
+
+def test_the_epoch_floor_reads_every_entry_at_once_whatever_the_history_holds() -> None:
+    """It is read before every publish, on the failover's path: two round trips, not one per
+    history entry and acknowledgement; an entry deleted meanwhile is no error."""
+    base = "/agrajag/main"
+    entries = [f"epoch-{i:010d}" for i in range(5)]
+    data = {f"{base}/history/{e}": (RECORD.to_json(), Stat()) for e in entries[:-1]}
+    ack = b'{"agent": "app1", "applied_epoch": 9, "applied_at": "t", "sinks": {}, "schema": 1}'
+    data[f"{base}/watchers/app1"] = (ack, Stat())
+    client = Recording(data, {f"{base}/history": entries, f"{base}/watchers": ["app1"]})
+    assert registry(client, []).epoch_floor("main") == 9
+    first = [line.split()[0] for line in client.log[:6]]
+    second = [line.split()[0] for line in client.log[6:]]
+    assert first == ["send"] * 3 + ["wait"] * 3  # master, history/, watchers/ together
+    assert second == ["send"] * 6 + ["wait"] * 6  # 5 entries (one gone) and the ack together

@@ -1,6 +1,6 @@
-"""repmgr's hook (`agrajag-notify`, or `agrajag notify`) wakes a listening daemon and never
-fails repmgr's action; whatever anyone writes to the socket, the listener counts it, drops
-what is bad, and keeps listening."""
+"""repmgr's hook (`logger` as conf.d ships it, `agrajag-notify`, or `agrajag notify`) wakes a
+listening daemon and never fails repmgr's action; whatever anyone writes to the socket, the
+listener counts it, drops what is bad, and keeps listening."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from agrajag.daemon.wakeup import MAX_DATAGRAM, WakeupListener, read_datagram
 from agrajag.errors import ConfigError
 from agrajag.inbox import Inbox, Notified, Wake
 from tools.harness.procs import wait_until
+from tools.harness.shipped import event_command
 
 #: The console script repmgr runs, and the same through the full command line.
 HOOKS = {
@@ -80,6 +81,25 @@ def test_notify_delivers_the_event_to_the_listener(
     assert received.events == ["repmgrd_failover_promote"]
     assert received.results == {"accepted": 1}
     assert not path.exists()
+
+
+def test_the_shipped_logger_hook_delivers_the_event_and_never_fails(
+    tmp_path: Path, received: Received
+) -> None:
+    """conf.d's event_notification_command, run through the shell as repmgr runs it, with
+    repmgr's placeholders filled in: no interpreter starts, and no daemon is no error."""
+    path = tmp_path / "main.sock"
+    command = event_command(str(path)).replace("%e", "standby_promote")
+    command = command.replace("%n", "2").replace("%s", "1")
+    listener = listen(path, received)
+    try:
+        assert subprocess.run(["sh", "-c", command], timeout=30, check=False).returncode == 0
+        wait_until(lambda: received.events, timeout=5, what="the event")
+    finally:
+        listener.close()
+    assert received.events == ["standby_promote"]
+    assert received.results == {"accepted": 1}
+    assert subprocess.run(["sh", "-c", command], timeout=30, check=False).returncode == 0
 
 
 def test_the_socket_belongs_to_wakeup_group(tmp_path: Path, received: Received) -> None:

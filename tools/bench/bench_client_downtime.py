@@ -20,7 +20,10 @@ one clock, from that instant:
 - HAProxy / PgBouncer routing: their runtime state (`show servers state`, `SHOW DATABASES`,
   polled every 5 ms) first names the new primary's port;
 - client write downtime: from the last write the old primary acknowledged to the first one
-  the new primary acknowledged (`INSERT ... RETURNING inet_server_port()`), per client.
+  the new primary acknowledged (`INSERT ... RETURNING inet_server_port()`), per client;
+- agrajag's share, from the DEBUG line of the daemon round that published: repmgr's
+  `standby_promote` row -> the round's start (the hook; negative when a polling round began
+  before it), the round's `repmgr cluster show`, and its ZooKeeper calls.
 
 The target is downtime <= promotion + 300 ms at p99 for every client. Writes JSON and two
 pictures (one failover's timeline, the distributions) into --out (default bench-results/).
@@ -61,7 +64,7 @@ from tools.bench.downtime_report import (
     report,
     stages,
 )
-from tools.bench.failovers import SetupFailed, prepare, run_failovers
+from tools.bench.failovers import SetupFailed, prepare, publish_round, run_failovers
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc, crash_node
 from tools.harness.clients import CLIENT_INTERVAL_S, Client
 from tools.harness.postgres import PgCluster
@@ -111,7 +114,12 @@ def _sections(name: str, haproxy: HAProxy, bouncer: PgBouncer, template: Path) -
 
 
 def one_failover(
-    zk: ZkEnsemble, zclient: KazooClient, index: int, attempt: int, template: Path
+    zk: ZkEnsemble,
+    zclient: KazooClient,
+    index: int,
+    attempt: int,
+    template: Path,
+    keep: bool = False,
 ) -> Sample:
     name = f"downtime-{index:03d}" + (f"-retry{attempt}" if attempt else "")
     sample = Sample(index, name)
@@ -193,6 +201,9 @@ def one_failover(
         for t in threads:
             t.stop()
         _measure(sample, cluster, clients, writers, probes, watch, crashed, offset)
+        sample.publishing_round = _publishing_round(
+            daemons[1:], sample.new_primary, crashed + offset
+        )
     except Exception as exc:  # one broken failover must not end the whole run
         sample.error = f"{type(exc).__name__}: {exc}"
         if crashed is None:
@@ -208,8 +219,8 @@ def one_failover(
         haproxy.stop()
         bouncer.stop()
         cluster.destroy()
-        if sample.error:
-            print(f"  kept {cluster.base} for inspection: {sample.error}", flush=True)
+        if sample.error or keep:
+            print(f"  kept {cluster.base} for inspection: {sample.error or 'keep'}", flush=True)
         else:
             shutil.rmtree(cluster.base, ignore_errors=True)
     if crashed is None:
@@ -270,6 +281,15 @@ def _measure(
         sample.error = f"no write on the new primary within {AFTER_CRASH_S:g} s: {missing}"
 
 
+def _publishing_round(daemons: list[DaemonProc], node: str, since: float) -> dict[str, Any]:
+    """The round that published `node` after `since`: which daemon, what woke it, its phases."""
+    for daemon in daemons:
+        with contextlib.suppress(LookupError):
+            _, trigger, phases = publish_round(daemon.output(), node, since)
+            return {"node": daemon.node.name, "trigger": trigger, "ms": phases}
+    return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_client_downtime")
     parser.add_argument("--failovers", type=int, default=10)
@@ -278,17 +298,20 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--name", default="client_downtime", help="file names in --out")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep every cluster's directory (daemon logs)"
+    )
     args = parser.parse_args()
     started = time.monotonic()
     loads = [os.getloadavg()]
 
     def one(zk: ZkEnsemble, client: KazooClient, index: int, attempt: int) -> Sample:
-        sample = one_failover(zk, client, index, attempt, args.haproxy_template)
+        sample = one_failover(zk, client, index, attempt, args.haproxy_template, args.keep)
         loads.append(os.getloadavg())
         return sample
 
     plan = [(f"#{i:<2}", i) for i in range(args.failovers)]
-    samples, setup_failures = run_failovers(plan, one, _line)
+    samples, setup_failures = run_failovers(plan, one, _line, keep=args.keep)
     result = report(samples)
     print_table(result)
     write_results(args, samples, result, setup_failures, loads, started)
@@ -303,10 +326,12 @@ def _line(s: Sample) -> str:
     routed = " ".join(
         f"{k} {v * 1e3:.0f}" if v is not None else f"{k} -" for k, v in s.routed_s.items()
     )
+    r = s.publishing_round
+    published = f"; {r['node']} {r['trigger']} repmgr {r['ms']['repmgr']:.0f}" if r else ""
     return (
         f"promotion {s.promotion_s * 1e3:.0f} znode {s.znode_s * 1e3:.0f}"
         f" routed: {routed}; downtime ms: {down}; lost {sum(s.lost_writes.values())}"
-        f" (load {s.loadavg_1m:.1f})" + (f" ERROR {s.error}" if s.error else "")
+        f" (load {s.loadavg_1m:.1f})" + (f" ERROR {s.error}" if s.error else "") + published
     )
 
 

@@ -51,14 +51,19 @@ import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from kazoo.client import KazooClient
 
-from tools.bench.failovers import SetupFailed, prepare, run_failovers, wait_settled
+from tools.bench.failovers import (
+    SetupFailed,
+    prepare,
+    publish_round,
+    run_failovers,
+    wait_settled,
+)
 from tools.harness.agrajag import EVENT_COMMAND, EVENT_COMMAND_CLI, DaemonProc
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import wait_until
@@ -192,14 +197,6 @@ def summary(values: list[float]) -> dict[str, float | int]:
     }
 
 
-def _log_time(line: str) -> float | None:
-    """The wall-clock time of a `%(asctime)s ...` log line (local time, milliseconds)."""
-    try:
-        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    except ValueError:
-        return None
-
-
 def repmgr_events(node: PgNode) -> list[tuple[float, int, str]]:
     """repmgr's event rows on `node`: (wall-clock time, node id, event)."""
     rows = node.sql(
@@ -318,26 +315,9 @@ def _profile(
 
 def _read_publish_round(sample: Sample, log: str, crash_wall: float) -> None:
     """The publishing daemon's `decision=publish` line and its DEBUG `round` line after it."""
-    lines = iter(log.splitlines())
-    for line in lines:
-        if "decision=publish" in line and f"node={sample.published} " in line:
-            at = _log_time(line)
-            if at is None or at < crash_wall - 1:
-                continue
-            sample.publish_log_s = round(at - crash_wall, 4)
-            sample.trigger = line.rsplit("trigger=", 1)[-1].split()[0]
-            break
-    else:
-        return
-    # `round trigger=... woke_ms=.. repmgr_ms=.. check_ms=.. registry_ms=.. publish_ms=..`
-    for line in lines:
-        if " round trigger=" in line:
-            sample.round_ms = {
-                k.removesuffix("_ms"): float(v)
-                for k, _, v in (w.partition("=") for w in line.split())
-                if k.endswith("_ms")
-            }
-            break
+    with contextlib.suppress(LookupError):
+        at, sample.trigger, sample.round_ms = publish_round(log, sample.published, crash_wall - 1)
+        sample.publish_log_s = round(at - crash_wall, 4)
 
 
 def _around_event(s: Sample) -> tuple[float, float] | None:

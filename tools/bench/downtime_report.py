@@ -39,6 +39,9 @@ class Sample:
     #: acknowledged writes the new primary does not have (asynchronous replication)
     lost_writes: dict[str, int] = field(default_factory=dict)
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)  # for the timeline
+    #: the round that published the new primary, from its daemon's DEBUG line: node,
+    #: trigger, and ms: its phases in ms (woke, repmgr, check, registry, publish, total)
+    publishing_round: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
 
@@ -53,6 +56,7 @@ def stages(s: Sample) -> dict[str, float | None]:
             s.znode_s - s.promote_event_s if s.promote_event_s is not None else None
         ),
     }
+    stages.update(_publishing_round(s, stages["promote_event_to_znode"]))
     for proxy in PROXIES:
         routed = s.routed_s.get(proxy)
         stages[f"znode_to_{proxy}"] = routed - s.znode_s if routed is not None else None
@@ -66,6 +70,23 @@ def stages(s: Sample) -> dict[str, float | None]:
             downtime - s.promotion_s if downtime is not None else None
         )
     return stages
+
+
+def _publishing_round(s: Sample, event_to_znode: float | None) -> dict[str, float | None]:
+    """Where agrajag's share went: the event -> the publishing round's start (repmgr's hook,
+    or how long before the event a polling round began: negative), and the round's repmgr
+    read and ZooKeeper calls (the master, the guard, the epoch floor, the write)."""
+    ms = s.publishing_round.get("ms")
+    if not ms:
+        return {}
+    total = ms["total"] / 1e3
+    return {
+        "promote_event_to_publishing_round": (
+            event_to_znode - total if event_to_znode is not None else None
+        ),
+        "publishing_round_repmgr": ms["repmgr"] / 1e3,
+        "publishing_round_zookeeper": (ms["registry"] + ms["publish"]) / 1e3,
+    }
 
 
 def report(samples: list[Sample]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from kazoo.client import KazooClient
@@ -135,3 +136,35 @@ def wait_streaming(primary: PgNode, standbys: int, timeout: float = 20) -> None:
         return bool(row and row[0] == standbys)
 
     wait_until(caught_up, timeout=timeout, what="both standbys to stream and replay the schema")
+
+
+def log_time(line: str) -> float | None:
+    """The wall-clock time of a `%(asctime)s ...` log line (local time, milliseconds)."""
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
+
+
+def publish_round(log: str, node: str, since: float) -> tuple[float, str, dict[str, float]]:
+    """In a daemon's log, the first `decision=publish node=<node>` line logged after `since`
+    (wall clock) and the DEBUG `round trigger=... repmgr_ms=...` line after it: the publish's
+    time, its trigger and the round's phases in ms (`repmgr`, `registry`, ...). Raises
+    LookupError while either line is not (yet) in the log."""
+    lines = iter(log.splitlines())
+    for line in lines:
+        at = log_time(line) if f"decision=publish node={node} " in line else None
+        if at is not None and at >= since:
+            trigger = line.rsplit("trigger=", 1)[-1].split()[0]
+            break
+    else:
+        raise LookupError(f"no publish of {node} in the log")
+    for line in lines:
+        if " round trigger=" in line:
+            phases = (w.partition("=") for w in line.split())
+            return (
+                at,
+                trigger,
+                {k.removesuffix("_ms"): float(v) for k, _, v in phases if k.endswith("_ms")},
+            )
+    raise LookupError(f"no round line after the publish of {node}")

@@ -14,18 +14,19 @@ from agrajag.zookeeper_settings import Role
 from tools.harness.identities import secure_example, write_secret
 from tools.harness.postgres import CHECK_PASSWORD, CHECK_USER, REPMGR, PgCluster, PgNode
 from tools.harness.procs import Proc, free_port, service_env, write_service_file
-from tools.harness.shipped import AGRAJAG, AGRAJAG_NOTIFY, CONF_D, example
+from tools.harness.shipped import AGRAJAG, AGRAJAG_NOTIFY, CONF_D, event_command, example
 
-#: repmgr's event hook, as conf.d/repmgr-event-notification.conf has it, per node.
+#: repmgr's event hook exactly as conf.d/repmgr-event-notification.conf ships it, per node.
+EVENT_COMMAND = event_command("{node_dir}/agrajag.sock")
+#: The same through agrajag's own hook, `agrajag-notify`, and `agrajag notify` (slower).
 HOOK_ARGS = "--socket {node_dir}/agrajag.sock --node-id %n --event %e --success %s"
-EVENT_COMMAND = f"{AGRAJAG_NOTIFY} {HOOK_ARGS}"
-#: The same through the full command line, `agrajag notify` (slower to start).
+EVENT_COMMAND_NOTIFY = f"{AGRAJAG_NOTIFY} {HOOK_ARGS}"
 EVENT_COMMAND_CLI = f"{AGRAJAG} notify {HOOK_ARGS}"
 
 
 def hooked(size: int = 3, **options: Any) -> PgCluster:
-    """A repmgr cluster as agrajag's users run it, not created yet: repmgr's event hook calls
-    `agrajag-notify` on each node. `options` go to PgCluster (pg_ctl_promote, hosts, ...)."""
+    """A repmgr cluster as agrajag's users run it, not created yet: repmgr's event hook as
+    conf.d ships it on each node. `options` go to PgCluster (pg_ctl_promote, hosts, ...)."""
     return PgCluster(size, event_command=EVENT_COMMAND, **options)
 
 

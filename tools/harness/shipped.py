@@ -18,3 +18,10 @@ def example(name: str) -> dict[str, Any]:
     """A shipped example config, so the tests prove the examples."""
     data: dict[str, Any] = yaml.safe_load((CONF_D / name).read_text())
     return data
+
+
+def event_command(socket: str) -> str:
+    """conf.d's repmgr `event_notification_command`, waking the daemon listening on `socket`."""
+    lines = (CONF_D / "repmgr-event-notification.conf").read_text().splitlines()
+    line = next(x for x in lines if x.startswith("event_notification_command="))
+    return line.partition("=")[2].strip("'").replace("/run/agrajag/main.sock", socket)

@@ -159,8 +159,10 @@ def test_a_withdrawn_master_may_route_nowhere_and_needs_no_primary() -> None:
     ]
     h.acks = [AckSample(1.3, "app1", 1), AckSample(30.3, "app1", 2), AckSample(40.3, "app1", 3)]
     assert check(h) == []
+    h.configs.append(ConfigSample(40.5, "app1", "pgbouncer", "[databases]\n", True))
+    assert check(h) == []  # the watcher read the withdrawal just before node2's publication
     h.configs.append(ConfigSample(45.0, "app1", "haproxy", haproxy(None, 3), True))
-    assert rules(h) == ["bad_proxy_config"]  # nowhere again, but node2 is published
+    assert rules(h) == ["bad_proxy_config"]  # nowhere again, long after node2's publication
 
 
 def test_a_config_routing_to_an_unpublished_address_is_found() -> None:

@@ -2,12 +2,15 @@
 
     python -m tools.bench.bench_soak [--minutes 25] [--steps 8] [--first-seed 100]
                                      [--out reports/soak]
+    python -m tools.bench.bench_soak --judge bench-results/soak [--steps 8] [--out ...]
 
 Writes OUT/report.json and OUT/summary.txt: per seed its schedule, violations and client
 writes; over all seeds the faults by kind with the longest client write outage each caused
 (per client, the longest gap between two acknowledged writes that overlaps the fault), and
 the seeds to rerun (`python -m tools.campaign.run --seed N --steps S`). Histories go to
-bench-results/soak/. Needs root (network namespaces).
+bench-results/soak/; `--judge DIR` writes the report again from the histories saved there,
+judged by the checker as it is now (after a change to the checker), without running
+anything. Needs root (network namespaces), except to judge.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from tools.campaign import checker
 from tools.campaign.history import History
 from tools.campaign.nemesis import schedule
 from tools.campaign.run import Outcome, run
@@ -129,30 +133,48 @@ def text_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def judged(path: Path, steps: int) -> dict[str, Any]:
+    """The entry of a saved history, judged again."""
+    h = History.load(path)
+    outcome = Outcome(h, checker.check(h), checker.write_report(h))
+    return seed_entry(h.seed, steps, outcome, h.end - h.start)
+
+
+def ran(first_seed: int, steps: int, minutes: float) -> list[dict[str, Any]]:
+    """Campaigns on successive seeds while the time budget lasts, one entry each."""
+    deadline = time.monotonic() + minutes * 60
+    entries: list[dict[str, Any]] = []
+    seed, last = first_seed, 0.0
+    while time.monotonic() + last < deadline:
+        started = time.monotonic()
+        try:
+            outcome = run(seed, steps, out=Path("bench-results/soak"))
+            entries.append(seed_entry(seed, steps, outcome, time.monotonic() - started))
+        except Exception:
+            error = traceback.format_exc()
+            print(error, file=sys.stderr, flush=True)
+            rerun = f"python -m tools.campaign.run --seed {seed} --steps {steps}"
+            plan = [str(step) for step in schedule(seed, steps)]
+            entries.append({"seed": seed, "schedule": plan, "error": error, "rerun": rerun})
+        last = time.monotonic() - started
+        seed += 1
+    return entries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=25)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("reports/soak"))
+    parser.add_argument("--judge", type=Path, help="judge the histories saved in this folder")
     args = parser.parse_args(argv)
     logging.getLogger("kazoo").setLevel(logging.ERROR)  # the recorders' reconnects
-    deadline = time.monotonic() + args.minutes * 60
-    entries: list[dict[str, Any]] = []
-    seed, last = args.first_seed, 0.0
-    while time.monotonic() + last < deadline:
-        started = time.monotonic()
-        try:
-            outcome = run(seed, args.steps, out=Path("bench-results/soak"))
-            entries.append(seed_entry(seed, args.steps, outcome, time.monotonic() - started))
-        except Exception:
-            error = traceback.format_exc()
-            print(error, file=sys.stderr, flush=True)
-            rerun = f"python -m tools.campaign.run --seed {seed} --steps {args.steps}"
-            plan = [str(step) for step in schedule(seed, args.steps)]
-            entries.append({"seed": seed, "schedule": plan, "error": error, "rerun": rerun})
-        last = time.monotonic() - started
-        seed += 1
+    if args.judge:
+        paths = sorted(args.judge.glob("history-seed*.json"), key=lambda p: int(p.stem[12:]))
+        entries = [judged(path, args.steps) for path in paths]
+    else:
+        entries = ran(args.first_seed, args.steps, args.minutes)
     report: dict[str, Any] = {
         "summary": summarize(entries, args.steps, args.minutes),
         "seeds": entries,

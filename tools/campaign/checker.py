@@ -19,6 +19,9 @@ EVIDENCE_WINDOW_S = 3.0
 #: timeline: the time to publish the new primary and for the proxies to switch (repmgr does
 #: not fence the old one, agrajag's routing is what ends the split brain).
 SUPERSEDED_WRITE_BOUND_S = 2.0
+#: How long a watcher may take from reading a record to its configs on disk: a config may
+#: still show a record that was the newest this long before.
+APPLY_LAG_S = 1.0
 #: How long after the faults heal (or a record is published, if later) every watcher must
 #: have acknowledged the newest record.
 CONVERGENCE_BOUND_S = 10.0
@@ -177,14 +180,20 @@ def watcher_not_converged(h: History, bound: float = CONVERGENCE_BOUND_S) -> lis
 
 def bad_proxy_config(h: History) -> list[Violation]:
     """No proxy config is ever blank or invalid, routes nowhere once it has routed (unless
-    the newest record then withdrew the master), or routes to an address no record published."""
+    the newest record then, or up to the apply lag before, withdrew the master), or routes to
+    an address no record published."""
     found = []
     routed: set[tuple[str, str]] = set()
     for c in sorted(h.configs, key=lambda c: c.at):
         where = routes(c.sink, c.text)
-        before = [r for r in h.records if r.at <= c.at]
-        published = {(r.host, r.port) for r in before}
-        withdrawn = bool(before) and before[-1].withdrawn is not None
+        published = {(r.host, r.port) for r in h.records if r.at <= c.at}
+        withdrawn = any(
+            r.withdrawn is not None
+            and r.at <= c.at
+            and (nxt is None or nxt.at >= c.at - APPLY_LAG_S)
+            for r, nxt in itertools.pairwise([*h.records, None])
+            if r is not None
+        )
         problem = ""
         if not c.text.strip():
             problem = "blank"

@@ -144,3 +144,7 @@ class History:
 
     def save(self, path: Path) -> None:
         path.write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        return cls.from_json(path.read_text())

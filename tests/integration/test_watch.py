@@ -20,6 +20,7 @@ from agrajag.sinks.haproxy_plan import Processes
 from tools.harness.injection import OTHER_PAYLOADS, PAYLOADS, render_raw
 from tools.harness.procs import wait_until
 from tools.harness.proxies import PGBOUNCER_ADMIN, HAProxy, PgBouncer
+from tools.harness.records import master_record
 from tools.harness.watch import (
     AGRAJAG,
     Backend,
@@ -27,7 +28,6 @@ from tools.harness.watch import (
     WatchProc,
     example_sinks,
     greeting,
-    master,
     still_open,
 )
 from tools.harness.zookeeper import ZkEnsemble
@@ -55,13 +55,13 @@ def converged(
 def test_a_record_is_rendered_and_acknowledged_and_sigterm_removes_the_ack(
     watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
-    publisher.write(master(1))
+    publisher.write(master_record(epoch=1))
     watch = watchers()
     wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
     ack = publisher.ack("app1")
     assert ack is not None and ack.sinks == {"app-env": "written"}
 
-    publisher.write(master(2, node=2, port=6432))
+    publisher.write(master_record(2, epoch=2, port=6432))
     wait_until(lambda: converged(watch, publisher, 2, 2, 6432), timeout=10, what="2")
     assert '"epoch": 2' in watch.state_file.read_text()
 
@@ -119,7 +119,7 @@ def proxied(
         haproxy.start()
         pgbouncer.write_config(f"app = host=127.0.0.1 port={port} dbname=app")
         pgbouncer.start()
-        publisher.write(master(epoch, host="127.0.0.1", port=port))
+        publisher.write(master_record(epoch=epoch, host="127.0.0.1", port=port))
         sinks = proxy_sinks(tmp_path / "app1", haproxy, pgbouncer)
         watch = watchers(sinks=sinks, **overrides)
         wait_until(lambda: publisher.acked_epoch("app1") == epoch, timeout=30, what="the ack")
@@ -145,13 +145,13 @@ def test_injection_attempts_never_reach_haproxy_pgbouncer_or_the_env_file(
             return servers, pgbouncer.admin("SHOW DATABASES")
 
         before = [f.read_bytes() for f in files], proxies()
-        good = json.loads(master(6, node=2, host="127.0.0.1", port=backend.port).to_json())
+        good = json.loads(master_record(2, epoch=6, host="127.0.0.1", port=backend.port).to_json())
         attacks: list[tuple[str, bytes]] = [
             ("malformed JSON", json.dumps(good)[:-3].encode()),
             ("not an object", b'["main"]'),
             ("binary garbage", b"\xff\xfe\x00"),
-            ("lower epoch", master(4, node=2).to_json()),
-            ("same epoch, another master", master(5, node=2).to_json()),
+            ("lower epoch", master_record(2, epoch=4).to_json()),
+            ("same epoch, another master", master_record(2, epoch=5).to_json()),
         ]
         changes = [(what, {key: value}) for what, key, value in PAYLOADS + OTHER_PAYLOADS]
         for what, change in changes + MALFORMED:
@@ -189,7 +189,7 @@ def test_zookeeper_killed_then_restarted(
     zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
     server = zk.servers[0]
-    publisher.write(master(1))
+    publisher.write(master_record(epoch=1))
     watch = watchers()
     wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
     before = watch.dest.read_bytes()
@@ -204,14 +204,14 @@ def test_zookeeper_killed_then_restarted(
 
     server.start()
     server.wait_serving()
-    publisher.write(master(2, node=2))
+    publisher.write(master_record(2, epoch=2))
     wait_until(lambda: converged(watch, publisher, 2, 2), timeout=30, what="epoch 2")
 
 
 def test_a_watcher_restarted_during_an_outage_renders_its_state_file(
     zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
-    publisher.write(master(3, node=2))
+    publisher.write(master_record(2, epoch=3))
     watch = watchers()
     wait_until(lambda: converged(watch, publisher, 3, 2), timeout=20, what="epoch 3")
     watch.stop()
@@ -232,7 +232,7 @@ def test_two_watchers_acknowledge_the_same_epoch(
     watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
     first, second = watchers("app1"), watchers("app2")
-    publisher.write(master(7, node=3))
+    publisher.write(master_record(3, epoch=7))
     for watch in (first, second):
         wait_until(lambda w=watch: converged(w, publisher, 7, 3), timeout=20, what="7")
 
@@ -241,7 +241,7 @@ def test_fail_closed_routes_nowhere_while_zookeeper_is_down(
     zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
     server = zk.servers[0]
-    publisher.write(master(1))
+    publisher.write(master_record(epoch=1))
     watch = watchers(fail_mode="closed", fail_closed_after_s=2, reconcile_interval_s=0.5)
     wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
 
@@ -296,7 +296,7 @@ def test_haproxy_and_pgbouncer_follow_a_failover_and_old_sessions_are_cut(
         wait_until(lambda: routed_through_haproxy("old"), timeout=10, what="HAProxy to old")
         held = clients[-1]
 
-        publisher.write(master(2, node=2, host="127.0.0.1", port=new.port))
+        publisher.write(master_record(2, epoch=2, host="127.0.0.1", port=new.port))
         wait_until(lambda: publisher.acked_epoch("app1") == 2, timeout=30, what="epoch 2")
         ack = publisher.ack("app1")
         assert ack is not None and not any(r.startswith("failed") for r in ack.sinks.values())
@@ -329,7 +329,7 @@ def test_a_restart_during_an_outage_never_routes_haproxy_back(
     try:
         watch = proxied(old.port)
         pgbouncer.stop()
-        publisher.write(master(2, node=2, host="127.0.0.1", port=new.port))
+        publisher.write(master_record(2, epoch=2, host="127.0.0.1", port=new.port))
         wait_until(
             lambda: all(f"sink {s}" in watch.output() for s in ("pgbouncer failed", "haproxy: ")),
             timeout=15,
@@ -385,7 +385,7 @@ def test_a_watcher_killed_and_restarted_within_its_session_timeout_acknowledges_
     """The killed watcher's ephemeral ack outlives it until its session expires (8 s here,
     longer than a restart takes even on a loaded machine): the restarted one must not write
     into it, but create its own once it is gone."""
-    publisher.write(master(1))
+    publisher.write(master_record(epoch=1))
     session = {"hosts": zk.hosts, "session_timeout_s": 8, "call_timeout_s": 1}
     watch = watchers(zookeeper=session)
     wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
@@ -412,7 +412,7 @@ def test_a_watcher_killed_and_restarted_within_its_session_timeout_acknowledges_
 def test_two_hosts_with_the_same_agent_name_get_a_clear_error(
     tmp_path: Path, zk: ZkEnsemble, watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
-    publisher.write(master(1))
+    publisher.write(master_record(epoch=1))
     first = watchers()
     wait_until(lambda: converged(first, publisher, 1), timeout=20, what="epoch 1")
     owner = publisher.ack_owner("app1")
@@ -443,7 +443,7 @@ def test_first_start_renders_every_file_then_the_proxies_start_on_them(
     watcher started next finds nothing to change."""
     backend = Backend("primary")
     try:
-        publisher.write(master(3, node=3, host="127.0.0.1", port=backend.port))
+        publisher.write(master_record(3, epoch=3, host="127.0.0.1", port=backend.port))
         pgbouncer.write_config("")
         pgbouncer.databases.unlink()
         sinks = proxy_sinks(tmp_path / "app1", haproxy, pgbouncer)
@@ -486,7 +486,9 @@ def test_first_start_renders_every_file_then_the_proxies_start_on_them(
 def test_first_start_on_a_withdrawn_master_renders_no_server(
     tmp_path: Path, zk: ZkEnsemble, publisher: Publisher
 ) -> None:
-    withdrawn = replace(master(4), withdrawn="node1 takes writes on timeline 1, node2 on 2")
+    withdrawn = replace(
+        master_record(epoch=4), withdrawn="node1 takes writes on timeline 1, node2 on 2"
+    )
     publisher.write(withdrawn)
     first = WatchProc(tmp_path / "app1", zk.hosts)
     argv = [AGRAJAG, "watch", "--config", str(first.config), "--render-only"]
@@ -499,7 +501,7 @@ def test_first_start_on_a_withdrawn_master_renders_no_server(
 def test_sighup_reloads_the_sinks_and_a_bad_file_keeps_the_running_config(
     tmp_path: Path, watchers: Callable[..., WatchProc], publisher: Publisher
 ) -> None:
-    publisher.write(master(1))
+    publisher.write(master_record(epoch=1))
     watch = watchers()
     wait_until(lambda: converged(watch, publisher, 1), timeout=20, what="epoch 1")
     conf = yaml.safe_load(watch.config.read_text())
@@ -536,7 +538,7 @@ def test_sighup_reloads_the_sinks_and_a_bad_file_keeps_the_running_config(
     reload([second], agent="renamed")
     assert "agent change only with a restart" in watch.output()
 
-    publisher.write(master(2, node=2))  # the running configuration still follows
+    publisher.write(master_record(2, epoch=2))  # the running configuration still follows
     wait_until(
         lambda: (
             "MAIN_PRIMARY_EPOCH=2" in Path(second["dest"]).read_text()
@@ -561,14 +563,14 @@ def test_a_watcher_retrying_after_a_runtime_switch_keeps_sessions_to_the_new_pri
     try:
         wrong = haproxy.dir / "master-elsewhere.sock"
         section = {**haproxy.sink_section(), "type": "haproxy", "master_socket": str(wrong)}
-        first = master(1, host="127.0.0.1", port=old.port)
+        first = master_record(epoch=1, host="127.0.0.1", port=old.port)
         haproxy.config.write_text(HAProxySink.from_mapping(section, "test").render({"main": first}))
         haproxy.start()
         publisher.write(first)
         watch = watchers(sinks=[section])
         wait_until(lambda: publisher.acked_epoch("app1") == 1, timeout=20, what="epoch 1")
 
-        publisher.write(master(2, node=2, host="127.0.0.1", port=new.port))
+        publisher.write(master_record(2, epoch=2, host="127.0.0.1", port=new.port))
         wait_until(
             lambda: [s["srv_port"] for s in haproxy.server_states()] == [str(new.port)],
             timeout=10,

@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -64,7 +63,7 @@ from tools.bench.downtime_report import (
     report,
     stages,
 )
-from tools.bench.failovers import SetupFailed, prepare, publish_round, run_failovers
+from tools.bench.failovers import SetupFailed, dispose, prepare, publish_round, run_failovers
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc, crash_node
 from tools.harness.clients import CLIENT_INTERVAL_S, Client
 from tools.harness.postgres import PgCluster
@@ -218,11 +217,7 @@ def one_failover(
             d.stop()
         haproxy.stop()
         bouncer.stop()
-        cluster.destroy()
-        if sample.error or keep:
-            print(f"  kept {cluster.base} for inspection: {sample.error or 'keep'}", flush=True)
-        else:
-            shutil.rmtree(cluster.base, ignore_errors=True)
+        dispose(cluster, keep, sample.error)
     if crashed is None:
         raise SetupFailed(sample.error)
     return sample

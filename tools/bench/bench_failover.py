@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import statistics
 import threading
 import time
@@ -59,6 +58,7 @@ from kazoo.client import KazooClient
 
 from tools.bench.failovers import (
     SetupFailed,
+    dispose,
     prepare,
     publish_round,
     run_failovers,
@@ -280,11 +280,7 @@ def one_failover(
             w.stop()
         for d in daemons:
             d.stop()
-        cluster.destroy()
-        if not keep and not sample.error:
-            shutil.rmtree(cluster.base, ignore_errors=True)
-        elif sample.error:
-            print(f"  kept {cluster.base} for inspection: {sample.error}", flush=True)
+        dispose(cluster, keep, sample.error)
     if crashed is None:
         raise SetupFailed(sample.error)
     return sample

@@ -30,8 +30,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +38,7 @@ from typing import Any
 from agrajag.record import MasterRecord
 from agrajag.sinks.pgbouncer import PgBouncerSink
 from tools.bench.bench_failover import summary
-from tools.harness import procs
+from tools.bench.failovers import SetupFailed, kill_started, run_plan
 from tools.harness.postgres import PgCluster, PgNode
 from tools.harness.procs import wait_until
 from tools.harness.proxies import PgBouncer, switch_over_by_hand
@@ -48,7 +46,6 @@ from tools.harness.writer import TABLE, ClientWriter
 
 POOLING = {"transaction": "reconnect", "session": "kill"}
 SCENARIOS = ("crash", "switchover")
-SETUP_ATTEMPTS = 3
 
 
 @dataclass
@@ -71,10 +68,6 @@ def master(node: PgNode, epoch: int) -> MasterRecord:
     return MasterRecord(
         "main", epoch, node.node_id, node.name, "127.0.0.1", node.port, 1, "b", "b", {}
     )
-
-
-class SetupFailed(Exception):
-    """The cluster or PgBouncer did not come up (seen under load): not a sample, rebuild."""
 
 
 def one_run(scenario: str, pool_mode: str, index: int) -> Run:
@@ -146,6 +139,14 @@ def report(runs: list[Run]) -> dict[str, Any]:
     return result
 
 
+def _line(run: Run) -> str:
+    return run.error or (
+        f"downtime {run.downtime_s * 1e3:7.1f} ms - promotion {run.promotion_s * 1e3:7.1f}"
+        f" = {run.downtime_minus_promotion_s * 1e3:6.1f} ms; apply"
+        f" {run.apply_s * 1e3:5.1f} ms ({run.cut}; {', '.join(run.client_errors or [])})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_pgbouncer_failover")
     parser.add_argument("--runs", type=int, default=10, help="per scenario and pooling mode")
@@ -155,39 +156,14 @@ def main() -> None:
     scenarios = SCENARIOS if args.scenario == "both" else (args.scenario,)
     plan = [(s, p, i) for i in range(args.runs) for s in scenarios for p in POOLING]
     started = time.monotonic()
-    runs: list[Run] = []
-    setup_failures: list[str] = []
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        print("stopping after this run (what was measured is written)", flush=True)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     try:
-        for k, (scenario, pool_mode, i) in enumerate(plan, 1):
-            if stop.is_set():
-                break
-            for _attempt in range(SETUP_ATTEMPTS):
-                try:
-                    run = one_run(scenario, pool_mode, i)
-                    break
-                except SetupFailed as exc:
-                    setup_failures.append(f"{scenario}/{pool_mode} #{i}: {exc}")
-            else:
-                raise SystemExit(f"{SETUP_ATTEMPTS} set-ups in a row failed: {setup_failures}")
-            runs.append(run)
-            line = run.error or (
-                f"downtime {run.downtime_s * 1e3:7.1f} ms - promotion {run.promotion_s * 1e3:7.1f}"
-                f" = {run.downtime_minus_promotion_s * 1e3:6.1f} ms; apply"
-                f" {run.apply_s * 1e3:5.1f} ms ({run.cut}; {', '.join(run.client_errors or [])})"
-            )
-            print(f"[{k:>2}/{len(plan)}] {scenario:<10} {pool_mode:<11} {line}", flush=True)
+        runs, setup_failures = run_plan(
+            [(f"{s:<10} {p:<11} #{i}", (s, p, i)) for s, p, i in plan],
+            lambda item, attempt: one_run(*item),
+            _line,
+        )
     finally:
-        for proc in procs.STARTED:
-            if proc.alive():
-                proc.kill()
+        kill_started()
     result = report(runs)
     print(f"\n{'scenario/pooling':<23} {'n':>3} {'metric':<28} {'p50 ms':>8} {'p99 ms':>8}")
     for name, r in result.items():

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import time
 from dataclasses import asdict
@@ -31,12 +30,16 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
-from agrajag.zookeeper_settings import Role
 from tools.bench.bench_failover import FAILOVER_TIMEOUT_S, Sample, _profile, summary
-from tools.bench.failovers import SCHEMA_SQL, SetupFailed, wait_settled, wait_streaming
-from tools.harness import procs
+from tools.bench.failovers import (
+    SCHEMA_SQL,
+    SetupFailed,
+    dispose,
+    run_failovers,
+    wait_settled,
+    wait_streaming,
+)
 from tools.harness.agrajag import EVENT_COMMAND, DaemonProc
-from tools.harness.identities import kazoo_auth
 from tools.harness.postgres import PgCluster
 from tools.harness.procs import loopback_hosts, signal_tree
 from tools.harness.silent import silent_host
@@ -104,11 +107,7 @@ def one_failover(zk: ZkEnsemble, client: KazooClient, index: int, keep: bool) ->
     finally:
         for d in daemons:
             d.stop()
-        cluster.destroy()
-        if not keep and not sample.error:
-            shutil.rmtree(cluster.base, ignore_errors=True)
-        elif sample.error:
-            print(f"  kept {cluster.base} for inspection: {sample.error}", flush=True)
+        dispose(cluster, keep, sample.error)
     if not crashed:
         raise SetupFailed(sample.error)
     return sample
@@ -141,6 +140,17 @@ def report(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
+def _line(s: Sample) -> str:
+    if s.error:
+        return f"ERROR {s.error}"
+    took = promote_to_published(s)
+    return (
+        f"promote->published {took * 1e3 if took is not None else float('nan'):7.1f} ms"
+        f"  crash->published {(s.crash_to_published_s or 0) * 1e3:7.1f} ms"
+        f"  by {s.published_by} ({s.trigger}) round {s.round_ms}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_silent_failover")
     parser.add_argument("--failovers", type=int, default=6)
@@ -148,38 +158,13 @@ def main() -> None:
     parser.add_argument("out", nargs="?", default="bench-results/silent_failover.json")
     args = parser.parse_args()
     started = time.monotonic()
-    samples: list[Sample] = []
-    zk = ZkEnsemble(1)
-    client: KazooClient | None = None
-    try:
-        zk.start()
-        client = KazooClient(hosts=zk.hosts, timeout=10, auth_data=kazoo_auth(Role.WATCHER))
-        client.start(timeout=20)
-        for i in range(args.failovers):
-            t0 = time.monotonic()
-            try:
-                s = one_failover(zk, client, i, args.keep)
-            except SetupFailed as exc:
-                print(f"[{i}] setup failed, skipped: {exc}", flush=True)
-                continue
-            samples.append(s)
-            took = promote_to_published(s)
-            line = f"ERROR {s.error}" if s.error else (
-                f"promote->published {took * 1e3 if took is not None else float('nan'):7.1f} ms"
-                f"  crash->published {(s.crash_to_published_s or 0) * 1e3:7.1f} ms"
-                f"  by {s.published_by} ({s.trigger}) round {s.round_ms}"
-            )  # fmt: skip
-            print(f"[{i + 1}/{args.failovers}] {line} [{time.monotonic() - t0:.0f} s]", flush=True)
-    finally:
-        if client is not None:
-            client.stop()
-            client.close()
-        zk.stop()
-        for p in procs.STARTED:
-            if p.alive():
-                p.kill()
-        if not args.keep:
-            shutil.rmtree(zk.servers[0].dir.parent, ignore_errors=True)
+    plan = [(f"failover {i}", i) for i in range(args.failovers)]
+    samples, setup_failures = run_failovers(
+        plan,
+        lambda zk, client, i, attempt: one_failover(zk, client, i, args.keep),
+        _line,
+        keep=args.keep,
+    )
     result = report(samples)
     print(json.dumps({k: v for k, v in result.items() if k != "errors"}, indent=1))
     data = {
@@ -191,6 +176,7 @@ def main() -> None:
         ),
         "summary": result,
         "samples": [asdict(s) for s in samples],
+        "setup_failures_rebuilt": setup_failures,
         "settings": {
             "nodes": 3,
             "conninfo_connect_timeout_s": 2,

@@ -34,15 +34,14 @@ class SetupFailed(Exception):
     """The cluster or the daemons did not come up healthy: not a failover sample, retry."""
 
 
-def run_failovers(
+def run_plan(
     plan: Sequence[tuple[str, P]],
-    one: Callable[[ZkEnsemble, KazooClient, P, int], S],
+    one: Callable[[P, int], S],
     show: Callable[[S], str],
-    *,
-    keep: bool = False,
 ) -> tuple[list[S], list[str]]:
-    """`one(zk, client, item, attempt)` for each (label, item) of the plan, printing
-    `label show(sample)` after each; returns the samples and the set-ups that were rebuilt."""
+    """`one(item, attempt)` for each (label, item) of the plan, a set-up that raised
+    SetupFailed rebuilt up to SETUP_ATTEMPTS times, printing `label show(sample)` after each;
+    returns the samples and the set-ups that were rebuilt. The caller kills what is left."""
     started = time.monotonic()
     samples: list[S] = []
     setup_failures: list[str] = []
@@ -54,41 +53,68 @@ def run_failovers(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    for k, (label, item) in enumerate(plan, 1):
+        if stop.is_set():
+            break
+        t0 = time.monotonic()
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                sample = one(item, attempt)
+                break
+            except SetupFailed as exc:
+                setup_failures.append(f"{label}: {exc}")
+        else:
+            raise SystemExit(f"{SETUP_ATTEMPTS} set-ups in a row failed: {setup_failures}")
+        samples.append(sample)
+        print(
+            f"[{k:>3}/{len(plan)}] {label} {show(sample)}"
+            f"  [{time.monotonic() - t0:.1f} s, total {time.monotonic() - started:.0f} s]",
+            flush=True,
+        )
+    return samples, setup_failures
+
+
+def run_failovers(
+    plan: Sequence[tuple[str, P]],
+    one: Callable[[ZkEnsemble, KazooClient, P, int], S],
+    show: Callable[[S], str],
+    *,
+    keep: bool = False,
+) -> tuple[list[S], list[str]]:
+    """`run_plan` with one ZooKeeper for the whole run: `one(zk, client, item, attempt)`,
+    `client` a watcher's session to it."""
     zk = ZkEnsemble(1)
     client: KazooClient | None = None
     try:
         zk.start()
         client = KazooClient(hosts=zk.hosts, timeout=10, auth_data=kazoo_auth(Role.WATCHER))
         client.start(timeout=20)
-        for k, (label, item) in enumerate(plan, 1):
-            if stop.is_set():
-                break
-            t0 = time.monotonic()
-            for attempt in range(SETUP_ATTEMPTS):
-                try:
-                    sample = one(zk, client, item, attempt)
-                    break
-                except SetupFailed as exc:
-                    setup_failures.append(f"{label}: {exc}")
-            else:
-                raise SystemExit(f"{SETUP_ATTEMPTS} set-ups in a row failed: {setup_failures}")
-            samples.append(sample)
-            print(
-                f"[{k:>3}/{len(plan)}] {label} {show(sample)}"
-                f"  [{time.monotonic() - t0:.1f} s, total {time.monotonic() - started:.0f} s]",
-                flush=True,
-            )
+        session = client
+        return run_plan(plan, lambda item, attempt: one(zk, session, item, attempt), show)
     finally:
         if client is not None:
             client.stop()
             client.close()
         zk.stop()
-        for p in procs.STARTED:
-            if p.alive():
-                p.kill()
+        kill_started()
         if not keep:
             shutil.rmtree(zk.servers[0].dir.parent, ignore_errors=True)
-    return samples, setup_failures
+
+
+def kill_started() -> None:
+    """Kill every process the harness started that still runs."""
+    for p in procs.STARTED:
+        if p.alive():
+            p.kill()
+
+
+def dispose(cluster: PgCluster, keep: bool, error: str) -> None:
+    """Destroy a failover's cluster; keep its directory (logs) when asked or after an error."""
+    cluster.destroy()
+    if error or keep:
+        print(f"  kept {cluster.base} for inspection: {error or 'keep'}", flush=True)
+    else:
+        shutil.rmtree(cluster.base, ignore_errors=True)
 
 
 def prepare(cluster: PgCluster) -> PgNode:

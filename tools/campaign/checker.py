@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -184,15 +185,13 @@ def bad_proxy_config(h: History) -> list[Violation]:
     an address no record published."""
     found = []
     routed: set[tuple[str, str]] = set()
+    newest_until = [r.at for r in h.records[1:]] + [math.inf]  # each record stayed newest
     for c in sorted(h.configs, key=lambda c: c.at):
         where = routes(c.sink, c.text)
         published = {(r.host, r.port) for r in h.records if r.at <= c.at}
         withdrawn = any(
-            r.withdrawn is not None
-            and r.at <= c.at
-            and (nxt is None or nxt.at >= c.at - APPLY_LAG_S)
-            for r, nxt in itertools.pairwise([*h.records, None])
-            if r is not None
+            r.withdrawn is not None and r.at <= c.at and until >= c.at - APPLY_LAG_S
+            for r, until in zip(h.records, newest_until, strict=True)
         )
         problem = ""
         if not c.text.strip():
